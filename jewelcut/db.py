@@ -1,0 +1,160 @@
+"""The schema (SQLAlchemy 2 typed models) and the session factory.
+
+Postgres is the source of truth: one `segmentations` row per (image, model version) says what
+happened to that image under that model. Alembic migrations (migrations/) create these tables;
+keep the two in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+STATUSES = ("queued", "processing", "done", "failed")
+UNFINISHED = ("queued", "processing")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Image(Base):
+    """One listing photo of the catalogue."""
+
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    listing_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    source_uri: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ModelVersion(Base):
+    """A published model: where its weights are, their checksum and the gate it carries."""
+
+    __tablename__ = "model_versions"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    architecture: Mapped[str] = mapped_column(String(128))
+    weights_uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    input_size: Mapped[int] = mapped_column(Integer)
+    min_area: Mapped[float] = mapped_column(Float, default=0.05)
+    max_area: Mapped[float] = mapped_column(Float, default=0.50)
+    min_confidence: Mapped[float] = mapped_column(Float, default=0.98)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    card: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Segmentation(Base):
+    """What happened to one image under one model version."""
+
+    __tablename__ = "segmentations"
+
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), primary_key=True)
+    model_version: Mapped[str] = mapped_column(ForeignKey("model_versions.name"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    decision: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    fg_score: Mapped[float | None] = mapped_column(Float)
+    bg_score: Mapped[float | None] = mapped_column(Float)
+    mask_area: Mapped[float | None] = mapped_column(Float)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    cutout_uri: Mapped[str | None] = mapped_column(Text)
+    preview_uri: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    enqueued_at: Mapped[datetime | None] = mapped_column()
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    timings: Mapped[dict[str, Any] | None] = mapped_column()  # seconds per stage
+
+    __table_args__ = (
+        # The reaper and the worker's claim only ever look at unfinished rows: keep that small.
+        Index(
+            "ix_segmentations_unfinished",
+            "status",
+            "started_at",
+            postgresql_where=text("status IN ('queued', 'processing')"),
+            sqlite_where=text("status IN ('queued', 'processing')"),
+        ),
+        Index("ix_segmentations_version_finished", "model_version", "finished_at"),
+    )
+
+
+class Run(Base):
+    """A producer run (nightly backfill, admin enqueue, reaper pass) with its resumable cursor."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # backfill / admin / reaper
+    model_version: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running/finished/failed
+    cursor: Mapped[str | None] = mapped_column(String(128))  # last image id handled
+    enqueued: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    # pool_pre_ping: a worker survives a Postgres restart between chunks.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    session = sessionmaker(get_engine(url), expire_on_commit=False)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

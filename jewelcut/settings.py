@@ -1,0 +1,102 @@
+"""The one settings object. Every value comes from the environment (prefix JEWELCUT_), a .env
+file, or a secrets directory (one file per setting, e.g. /run/secrets/jewelcut_s3_secret_access_key).
+
+With nothing configured, jewelcut runs embedded: SQLite, a local folder for storage and tasks
+executed in-process. Setting the database, broker and S3 URLs switches to the distributed
+deployment; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS_DIR = PROJECT_ROOT / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="JEWELCUT_",
+        env_file=".env",
+        extra="ignore",
+        secrets_dir=os.environ.get("JEWELCUT_SECRETS_DIR") or None,
+    )
+
+    # --- where things live -------------------------------------------------------------------
+    data_dir: Path = Field(Path("jewelcut-data"), description="Embedded mode's home folder.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir.")
+    broker_url: str | None = Field(None, description="Redis URL; unset runs tasks in-process.")
+    s3_endpoint_url: str | None = Field(None, description="S3 API endpoint (MinIO, moto, AWS).")
+    s3_bucket: str | None = Field(None, description="Bucket for cutouts; unset uses data_dir.")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    # --- where photos may be fetched from (nothing else is ever fetched) --------------------
+    source_buckets: list[str] = Field(
+        default_factory=list, description="Buckets s3:// sources may name; the cutout bucket too."
+    )
+    source_root: Path | None = Field(None, description="Folder file:// sources must lie under.")
+
+    # --- model and inference -----------------------------------------------------------------
+    model_version: str | None = Field(None, description="Active model version; unset: shipped.")
+    models_dir: Path = Field(DEFAULT_MODELS_DIR, description="Shipped model versions.")
+    model_cache_dir: Path | None = Field(None, description="Downloaded weights; default data_dir.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    batch_size: int = Field(0, description="Images per model call; 0 picks by device.")
+    io_threads: int = Field(8, description="Threads that fetch, decode, encode and upload.")
+    max_pixels: int = Field(40_000_000, description="Larger photos are refused as too_large.")
+    min_side: int = Field(32, description="Smaller photos are refused as too_small.")
+
+    # --- queue ---------------------------------------------------------------------------------
+    chunk_size: int = Field(128, description="Image IDs per task message.")
+    visibility_timeout_s: int = Field(7200, description="Above the slowest chunk.")
+    processing_timeout_s: int = Field(1800, description="Reaper re-enqueues rows stuck longer.")
+    max_attempts: int = Field(3, description="A poison image ends failed after this many tries.")
+    backfill_max_queued_chunks: int = Field(200, description="Backpressure; 0 turns it off.")
+    backfill_page_size: int = 5000
+    backfill_cron: str = Field("0 2 * * *", description="Nightly backfill (crontab, UTC).")
+    reaper_interval_s: int = 300
+
+    # --- operations ------------------------------------------------------------------------
+    log_json: bool = False
+    log_level: str = "INFO"
+    metrics_port: int | None = Field(None, description="Prometheus metrics port for workers.")
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'jewelcut.db').resolve()}"
+
+    @property
+    def storage_root(self) -> Path:
+        """The local folder that stands in for S3 in embedded mode."""
+        return (self.data_dir / "storage").resolve()
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        return (self.model_cache_dir or self.data_dir / "model-cache").resolve()
+
+    @property
+    def resolved_source_root(self) -> Path:
+        return (self.source_root or self.storage_root).resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """For tests and CLIs that change the environment after import."""
+    get_settings.cache_clear()

@@ -1,0 +1,1 @@
+"""The GPU worker: Celery tasks and the inference pipeline (model, cleanup, gate, cutout)."""

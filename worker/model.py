@@ -1,0 +1,145 @@
+"""The network and its card, kept apart from the inference wrappers (worker/backends.py).
+
+A model version is a directory with `model.json` (the card) and `weights.safetensors`. The card
+says how to build the network, how to feed it, the gate it carries and the weights' sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from worker.gate import GateThresholds
+
+CARD_FILE = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Architecture(BaseModel):
+    type: str = "Unet"
+    encoder: str = "efficientnet-b3"
+    in_channels: int = 3
+    classes: int = 1
+
+
+class Gate(BaseModel):
+    min_area: float = 0.05
+    max_area: float = 0.50
+    min_confidence: float = 0.98
+
+    def thresholds(self) -> GateThresholds:
+        return GateThresholds(self.min_area, self.max_area, self.min_confidence)
+
+
+class ModelCard(BaseModel):
+    name: str
+    architecture: Architecture = Field(default_factory=Architecture)
+    input_size: int = 320  # longest side fed to the network, a multiple of 32
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    gate: Gate = Field(default_factory=Gate)
+    weights_sha256: str = ""
+    weights_dtype: str = "float16"
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    calibration: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    created_at: str = ""
+
+    @classmethod
+    def read(cls, directory: Path) -> ModelCard:
+        return cls.model_validate_json((directory / CARD_FILE).read_text())
+
+    def write(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CARD_FILE).write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+
+
+def build_unet(architecture: Architecture | None = None) -> Any:
+    """The study's network: smp Unet, logits out. No pretrained weights are ever downloaded."""
+    import segmentation_models_pytorch as smp
+
+    arch = architecture or Architecture()
+    if arch.type != "Unet":
+        raise ValueError(f"unsupported architecture {arch.type!r}")
+    return smp.Unet(
+        encoder_name=arch.encoder,
+        encoder_weights=None,
+        in_channels=arch.in_channels,
+        classes=arch.classes,
+        activation=None,
+    )
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ChecksumMismatch(RuntimeError):
+    pass
+
+
+def verify_weights(directory: Path, card: ModelCard) -> Path:
+    """Refuse weights whose sha256 is not the card's."""
+    weights = directory / WEIGHTS_FILE
+    actual = sha256_file(weights)
+    if card.weights_sha256 and actual != card.weights_sha256:
+        raise ChecksumMismatch(
+            f"model {card.name}: {weights} has sha256 {actual}, card says {card.weights_sha256}"
+        )
+    return weights
+
+
+def load_network(directory: Path, card: ModelCard | None = None) -> Any:
+    """Build the network and load verified fp32 weights (weights may be stored as fp16)."""
+    import torch
+    from safetensors.torch import load_file
+
+    card = card or ModelCard.read(directory)
+    weights = verify_weights(directory, card)
+    network = build_unet(card.architecture)
+    state = {key: value.float() for key, value in load_file(str(weights)).items()}
+    network.load_state_dict(state)
+    return network.eval().requires_grad_(False).to(torch.float32)
+
+
+def save_network(network: Any, directory: Path, card: ModelCard, dtype: str = "float16") -> ModelCard:
+    """Write weights (fp16 by default) and the card with their sha256."""
+    import torch
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    torch_dtype = {"float16": torch.float16, "float32": torch.float32}[dtype]
+    state = {k: v.detach().to("cpu", torch_dtype).contiguous() for k, v in network.state_dict().items()}
+    # BatchNorm's num_batches_tracked is int64: keep integer buffers as they are.
+    for key, value in network.state_dict().items():
+        if not value.is_floating_point():
+            state[key] = value.detach().cpu().contiguous()
+    save_file(state, str(directory / WEIGHTS_FILE))
+    card = card.model_copy(
+        update={"weights_sha256": sha256_file(directory / WEIGHTS_FILE), "weights_dtype": dtype}
+    )
+    card.write(directory)
+    return card
+
+
+def shipped_model_dirs(models_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in models_dir.glob(f"*/{CARD_FILE}"))
+
+
+def default_model_dir(models_dir: Path) -> Path:
+    """The shipped default: models/<name>/, the newest by name when several are shipped."""
+    dirs = shipped_model_dirs(models_dir)
+    if not dirs:
+        raise FileNotFoundError(f"no model version under {models_dir} (expected */{CARD_FILE})")
+    return dirs[-1]
