@@ -1,1 +1,1 @@
-"""The producer: catalogue import, nightly backfill, admin enqueue helpers, reaper, reports. No torch."""
+"""The producer: catalogue import, nightly backfill, reaper, reports, demo. Never imports torch."""

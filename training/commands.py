@@ -1,9 +1,298 @@
-"""CLI commands of this area (registered on the root app by jewelcut.cli)."""
+"""`jewelcut train synth|fit|evaluate|export|publish|run`. Torch is imported inside commands."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console()
+train_app = typer.Typer(help="Synthesise data, train, evaluate, export and publish models.", no_args_is_help=True)
+
+PresetOption = Annotated[str | None, typer.Option(help="smoke (CI, tiny) or default.")]
+FolderList = Annotated[list[Path] | None, typer.Option()]
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
+    app.add_typer(train_app, name="train")
+
+
+def progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
+    )
+
+
+def preset_or_exit(name: str | None):
+    from training.config import PRESETS
+
+    if name is None:
+        return None
+    if name not in PRESETS:
+        raise typer.BadParameter(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+# --- synth --------------------------------------------------------------------------------------
+
+
+@train_app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Dataset folder (with a preset: its parent).")],
+    count: int = 1000,
+    size: int = 320,
+    width: Annotated[int | None, typer.Option(help="Default: --size.")] = None,
+    height: Annotated[int | None, typer.Option(help="Default: --size.")] = None,
+    seed: int = 1,
+    backgrounds: Annotated[
+        list[Path] | None, typer.Option(help="Photo folders (hands, rooms, surfaces); repeatable.")
+    ] = None,
+    objects: Annotated[list[Path] | None, typer.Option(help="Folders of RGBA cutouts.")] = None,
+    skimage_photos: bool = True,
+    preview: Annotated[bool, typer.Option(help="Write OUT/preview.png, a sheet of samples.")] = False,
+    preset: PresetOption = None,
+) -> None:
+    """Write composites (images/, masks/, manifest.json); a preset writes train/, val/, heldout/."""
+    from training.dataset import DataRecipe
+
+    chosen = preset_or_exit(preset)
+    common = {
+        "background_folders": [str(p) for p in backgrounds or []],
+        "cutout_folders": [str(p) for p in objects or []],
+        "use_skimage_photos": skimage_photos,
+    }
+    if chosen is None:
+        recipe = DataRecipe(count, height or size, width or size, seed, **common)
+        write_sets({out: recipe}, preview)
+        return
+    s = chosen.synth
+    recipes = {
+        out / "train": DataRecipe(s.train_count, s.size, s.size, s.train_seed, object_size=s.object_size, **common),
+        out / "val": DataRecipe(s.val_count, s.size, s.size, s.val_seed, object_size=s.object_size, **common),
+        out / "heldout": DataRecipe(
+            s.eval_count, s.eval_height, s.eval_width, s.eval_seed, object_size=s.object_size, **common
+        ),
+    }
+    write_sets(recipes, preview)
+
+
+def write_sets(recipes: dict, preview: bool) -> None:  # dict[Path, DataRecipe]
+    from training.dataset import read_sample, write_dataset
+    from training.preview import write_sheet
+
+    with progress() as bar:
+        for folder, recipe in recipes.items():
+            task = bar.add_task(f"synth {folder.name}", total=recipe.count, info="")
+            manifest = write_dataset(folder, recipe, lambda task=task: bar.advance(task))
+            bar.update(task, info=f"{manifest['photo_backgrounds']} photos, {manifest['cutouts_used']} cutouts")
+    for folder, recipe in recipes.items():
+        console.print(f"[green]wrote[/] {recipe.count} samples to {folder}")
+        if preview:
+            names = [f"{i:06d}" for i in range(min(recipe.count, 24))]
+            sheet = write_sheet([read_sample(folder, n) for n in names], folder / "preview.png")
+            console.print(f"preview sheet: {sheet}")
+
+
+# --- fit ----------------------------------------------------------------------------------------
+
+
+@train_app.command()
+def fit(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder (config, checkpoints, log).")],
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON run config.")] = None,
+    preset: PresetOption = None,
+    data: Annotated[Path | None, typer.Option(help="With a preset: folder with train/ and val/.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Override the config's steps.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR/checkpoints/last.pt.")] = False,
+) -> None:
+    """Train the Unet; checkpoints every few minutes; --resume continues a stopped run."""
+    fit_config = resolve_fit_config(run_dir, config, preset, data, resume)
+    if steps is not None:
+        fit_config = fit_config.model_copy(update={"steps": steps})
+    trainer = train_with_progress(fit_config, run_dir, resume)
+    state = trainer.state
+    console.print(
+        f"[green]done[/] step {state.step}, loss {state.last_loss:.4f}, best val IoU "
+        f"{state.best_val_iou:.4f}, {state.seconds / 60:.1f} min of training; "
+        f"checkpoints in {trainer.checkpoint_dir}"
+    )
+
+
+def resolve_fit_config(run_dir: Path, config: Path | None, preset: str | None, data: Path | None, resume: bool):
+    from training.config import CONFIG_FILE, load_config
+
+    if resume and (run_dir / CONFIG_FILE).exists():
+        return load_config(run_dir / CONFIG_FILE)
+    if config is not None:
+        return load_config(config)
+    chosen = preset_or_exit(preset)
+    if chosen is None or data is None:
+        raise typer.BadParameter("give --config FILE, or --preset NAME with --data FOLDER")
+    return chosen.fit.model_copy(
+        update={"train_data": [str(data / "train")], "val_data": str(data / "val")}
+    )
+
+
+def train_with_progress(fit_config, run_dir: Path, resume: bool):
+    from training.fit import run_fit
+
+    with progress() as bar:
+        task = bar.add_task("fit", total=fit_config.steps, info="")
+
+        def on_step(trainer) -> None:
+            state = trainer.state
+            val = "-" if state.last_val_iou is None else f"{state.last_val_iou:.3f}"
+            bar.update(task, completed=state.step, info=f"loss {state.last_loss:.4f} val IoU {val}")
+
+        return run_fit(fit_config, run_dir, resume, on_step)
+
+
+# --- evaluate -----------------------------------------------------------------------------------
+
+
+@train_app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A checkpoint (.pt) or a model version directory.")],
+    data: Annotated[Path, typer.Option(help="Held-out dataset folder (its own seed).")],
+    out: Annotated[Path, typer.Option(help="Report JSON; per-image records go beside it.")],
+    target_precision: float = 0.98,
+    batch_size: int = 8,
+    limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
+    sheet: Annotated[bool, typer.Option(help="Also write a sheet of the worst images.")] = True,
+) -> None:
+    """IoU, boundary IoU, by size and kind; accept rate and accepted precision at the model's
+    gate; risk-coverage and the threshold calibrated for --target-precision."""
+    report = evaluate_model(model, data, out, target_precision, batch_size, limit, sheet)
+    print_report(report)
+
+
+def evaluate_model(model: Path, data: Path, out: Path, target_precision: float, batch_size: int,
+                   limit: int | None, sheet: bool) -> dict:
+    import json
+
+    import torch
+
+    from training.dataset import read_manifest
+    from training.evaluate import evaluate_folder, results_to_records, summarise
+    from training.export import load_any
+    from worker.preprocess import Preprocessor
+
+    network, card, _ = load_any(model)
+    thresholds = card.gate.thresholds()
+    preprocessor = Preprocessor(card.input_size, card.mean, card.std)
+
+    @torch.inference_mode()
+    def predict(batch):
+        return torch.sigmoid(network(torch.from_numpy(batch))[:, 0]).numpy()
+
+    total = min(len(read_manifest(data)["samples"]), limit or 10**9)
+    with progress() as bar:
+        task = bar.add_task("evaluate", total=total, info="")
+        results = evaluate_folder(predict, data, preprocessor, thresholds, batch_size,
+                                  lambda: bar.advance(task), limit)
+    report = {"model": str(model), "data": str(data), "input_size": card.input_size,
+              **summarise(results, thresholds, target_precision)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    records = out.with_suffix(".images.jsonl")
+    records.write_text("".join(json.dumps(r) + "\n" for r in results_to_records(results)))
+    if sheet:
+        write_worst_sheet(results, data, out.with_suffix(".worst.png"), predict, preprocessor)
+    return report
+
+
+def write_worst_sheet(results, data: Path, path: Path, predict, preprocessor) -> None:
+    """The 12 lowest-IoU images with the cleaned predicted mask outlined."""
+    from training.dataset import read_sample
+    from training.preview import write_sheet
+    from worker.cleanup import clean_mask
+    from worker.preprocess import crop_to_image
+
+    worst = sorted(results, key=lambda r: r.iou)[:12]
+    pairs = []
+    for r in worst:
+        rgb, _ = read_sample(data, r.name)
+        prepared = preprocessor(rgb)
+        probability = crop_to_image(predict(prepared.tensor[None])[0], prepared)
+        import cv2
+
+        small = cv2.resize(rgb, (prepared.width, prepared.height), interpolation=cv2.INTER_AREA)
+        pairs.append((small, clean_mask(probability)))
+    write_sheet(pairs, path)
+    console.print(f"worst images: {path}")
+
+
+def print_report(report: dict) -> None:
+    from rich.table import Table
+
+    calibration = report["calibration"]
+    console.print(
+        f"[bold]{report['images']} images[/]: mean IoU {report['mean_iou']:.4f} "
+        f"(raw {report['mean_raw_iou']:.4f}), boundary IoU {report['mean_boundary_iou']:.4f}; "
+        f"gate {report['gate']['min_confidence']}: accept rate {report['accept_rate']:.3f}, "
+        f"accepted precision {report['accepted_precision']:.4f} ({report['accepted']} accepted); "
+        f"calibrated threshold for precision {calibration['target_precision']}: "
+        f"{calibration['calibrated_threshold']} (accept rate {calibration['calibrated_accept_rate']})"
+    )
+    table = Table("group", "images", "mean IoU", "boundary IoU", "accept rate", "acc. precision")
+    for section in ("by_size", "by_kind"):
+        for name, row in report[section].items():
+            table.add_row(name, str(row["images"]), f"{row['mean_iou']:.3f}", f"{row['mean_boundary_iou']:.3f}",
+                          f"{row['accept_rate']:.3f}", f"{row['accepted_precision']:.3f}")
+    console.print(table)
+
+
+# --- export, publish ----------------------------------------------------------------------------
+
+
+@train_app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) or model directory.")],
+    out: Annotated[Path, typer.Option(help="Parent folder of the version directory.")] = Path("models"),
+    name: Annotated[str | None, typer.Option(help="Version name; default: the run's name.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Evaluation report JSON for the card.")] = None,
+    onnx: Annotated[bool, typer.Option(help="Also write model.onnx.")] = False,
+) -> None:
+    """Write OUT/NAME/weights.safetensors (fp16) and model.json (card with sha256, metrics)."""
+    from training.export import export_model
+
+    directory, card = export_model(checkpoint, out, name, report, onnx)
+    size_mb = (directory / "weights.safetensors").stat().st_size / 1e6
+    console.print(f"[green]exported[/] {card.name} to {directory} ({size_mb:.1f} MB, sha256 {card.weights_sha256[:12]}…)")
+
+
+@train_app.command()
+def publish(model_dir: Annotated[Path, typer.Argument(help="An exported model version directory.")]) -> None:
+    """Upload the version to the model storage and register it in the database."""
+    from jewelcut.settings import get_settings
+    from training.publish import publish_model
+
+    card, uri = publish_model(model_dir, get_settings())
+    console.print(f"[green]published[/] {card.name}: {uri} (registered in the database)")
+
+
+# --- the whole chain ----------------------------------------------------------------------------
+
+
+@train_app.command("run")
+def run_chain(
+    out: Annotated[Path, typer.Argument(help="Folder for data, run, report and model.")],
+    preset: Annotated[str, typer.Option(help="smoke (CI, tiny) or default.")] = "smoke",
+    backgrounds: Annotated[list[Path] | None, typer.Option(help="Photo folders; repeatable.")] = None,
+) -> None:
+    """synth -> fit -> evaluate -> export with a preset (smoke: a few minutes on CPU)."""
+    import time
+
+    started = time.monotonic()
+    synth(out / "data", backgrounds=backgrounds, preset=preset, skimage_photos=True)
+    fit(out / "run", preset=preset, data=out / "data")
+    best = out / "run" / "checkpoints" / "best.pt"
+    report = evaluate_model(best, out / "data" / "heldout", out / "report.json", 0.98, 8, None, False)
+    print_report(report)
+    export(best, out=out / "models", name=None, report=out / "report.json", onnx=False)
+    console.print(f"[bold green]chain done[/] in {time.monotonic() - started:.0f} s")

@@ -1,9 +1,150 @@
-"""CLI commands of this area (registered on the root app by jewelcut.cli)."""
+"""CLI commands of this area (registered on the root app by jewelcut.cli). Heavy imports (torch,
+the pipeline) happen inside the command bodies."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from worker.folder import SegmentSummary
+
+console = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
+    app.command("segment")(segment)
+    app.command("sheet")(sheet)
+
+
+def segment(
+    inputs: Annotated[list[Path], typer.Argument(help="Photos or folders (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    write_all: Annotated[
+        bool, typer.Option("--all", help="Write a cutout for rejected photos too.")
+    ] = False,
+    crop: Annotated[bool, typer.Option(help="Crop cutouts to the object with a margin.")] = False,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per model call (default: settings, by device).")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model version folder (default: the shipped one).")
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="auto, torch or onnx.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    io_threads: Annotated[int | None, typer.Option(help="Decode/encode/write threads.")] = None,
+) -> None:
+    """Cut out the jewellery in photos on this machine (embedded; no services needed)."""
+    from jewelcut.logs import configure_logging
+    from jewelcut.settings import get_settings
+    from worker.folder import collect_inputs, segment_folder
+    from worker.pipeline import Segmenter
+
+    settings = get_settings()
+    configure_logging(settings)
+    overrides = {"batch_size": batch_size, "backend": backend, "device": device}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    try:
+        items = collect_inputs(inputs, exclude=out)
+    except FileNotFoundError as error:
+        raise typer.BadParameter(str(error), param_hint="INPUTS") from error
+    if not items:
+        raise typer.BadParameter("no images found", param_hint="INPUTS")
+    segmenter = Segmenter.from_settings(settings, model)
+    with console.status(f"loading model {segmenter.model_version}"):
+        segmenter.load()
+    console.print(
+        f"model {segmenter.model_version} on {segmenter.backend.name}, "
+        f"input {segmenter.card.input_size}px, batch {segmenter.batch_size}"
+    )
+    with _progress() as progress:
+        task = progress.add_task("segmenting", total=len(items))
+        summary = segment_folder(
+            segmenter,
+            items,
+            out,
+            write_all=write_all,
+            crop=crop,
+            io_threads=io_threads or settings.io_threads,
+            on_outcome=lambda _outcome: progress.advance(task),
+        )
+    _print_summary(summary, out)
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} img/s" if speed else "- img/s", style="progress.data.speed")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _print_summary(summary: SegmentSummary, out: Path) -> None:
+    def by_reason(counts: dict[str, int]) -> str:
+        return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) or "none"
+
+    console.print(f"accepted {summary.accepted}/{summary.total}")
+    console.print(f"rejected {sum(summary.rejected.values())}: {by_reason(summary.rejected)}")
+    console.print(f"failed {sum(summary.failed.values())}: {by_reason(summary.failed)}")
+    console.print(
+        f"{summary.images_per_second:.2f} images/s ({summary.seconds:.1f} s); results in {out}"
+    )
+
+
+def sheet(
+    run: Annotated[Path | None, typer.Argument(help="A `jewelcut segment` output folder.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file to write.")] = None,
+    from_db: Annotated[
+        bool, typer.Option("--from-db", help="Rows from the database instead of a folder run.")
+    ] = False,
+    model_version: Annotated[
+        str | None, typer.Option(help="With --from-db: the model version (default: active).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 200,
+    only: Annotated[
+        str | None, typer.Option(help="accepted, rejected or failed rows only.")
+    ] = None,
+) -> None:
+    """Render the review sheet (photo, raw mask, cleaned mask, cutout, what a person sees)."""
+    from jewelcut.settings import get_settings
+    from worker.sheet import db_rows, folder_rows, write_sheet
+
+    if from_db == (run is not None):
+        raise typer.BadParameter("give a folder run, or --from-db (not both)")
+    if only not in (None, "accepted", "rejected", "failed"):
+        raise typer.BadParameter("--only takes accepted, rejected or failed")
+    if run is not None:
+        rows = folder_rows(run, limit=limit, only=only)
+        target = out or run / "sheet.html"
+    else:
+        rows = db_rows(get_settings(), model_version, limit=limit, only=only)
+        target = out or Path("sheet.html")
+    written = write_sheet(rows, target, title=f"jewelcut review: {run or 'database'}")
+    console.print(f"{written} rows in {target}")

@@ -1,0 +1,134 @@
+"""The Celery app, its queues and the one way to enqueue a chunk (`send_chunk`).
+
+Redis is only the transport: Postgres is the source of truth. Messages are acknowledged after the
+task ran (acks_late) and given back when a worker dies (reject_on_worker_lost), each worker takes
+one message at a time (prefetch 1), and the visibility timeout is above the slowest chunk so Redis
+does not hand a running chunk to a second worker.
+
+In embedded mode (no broker URL) `send_chunk` runs the chunk in-process, synchronously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+from celery.schedules import crontab
+
+from jewelcut.settings import Settings, get_settings
+
+CHUNK_TASK = "jewelcut.process_chunk"
+BACKFILL_TASK = "jewelcut.backfill"
+REAP_TASK = "jewelcut.reap"
+
+BULK_QUEUE = "bulk"  # nightly backfill
+PRIORITY_QUEUE = "priority"  # admin enqueue, ahead of the nightly work
+CONTROL_QUEUE = "control"  # backfill and reaper runs: never behind (or blocking) GPU work
+CHUNK_QUEUES = (PRIORITY_QUEUE, BULK_QUEUE)
+TASK_MODULES = ("worker.tasks", "producer.tasks")
+
+# kombu's Redis transport keeps a queue as a list named after it, plus one list per priority
+# step ("<queue>\x06\x16<n>") when message priorities are used.
+_REDIS_PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.broker_url or "memory://",
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,  # results live in Postgres
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "task_default_queue": BULK_QUEUE,
+        "task_create_missing_queues": True,
+        "task_routes": {
+            CHUNK_TASK: {"queue": BULK_QUEUE},
+            BACKFILL_TASK: {"queue": CONTROL_QUEUE},
+            REAP_TASK: {"queue": CONTROL_QUEUE},
+        },
+        "beat_schedule": beat_schedule(settings),
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    minute, hour, day_of_month, month_of_year, day_of_week = settings.backfill_cron.split()
+    return {
+        "nightly-backfill": {
+            "task": BACKFILL_TASK,
+            "schedule": crontab(
+                minute=minute,
+                hour=hour,
+                day_of_month=day_of_month,
+                month_of_year=month_of_year,
+                day_of_week=day_of_week,
+            ),
+        },
+        "reaper": {"task": REAP_TASK, "schedule": float(settings.reaper_interval_s)},
+    }
+
+
+app = Celery("jewelcut", include=list(TASK_MODULES))
+app.conf.update(celery_config(get_settings()))
+
+
+def configure_app(settings: Settings) -> Celery:
+    """Point the app at these settings' broker (tests and CLIs that change the environment)."""
+    app.close()  # drops pooled connections to the previous broker
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def send_chunk(
+    image_ids: Sequence[str],
+    model_version: str,
+    *,
+    queue: str = BULK_QUEUE,
+    run_id: int | None = None,
+    settings: Settings | None = None,
+) -> str | None:
+    """Enqueue one chunk; returns the task id, or None when it ran in-process (embedded)."""
+    settings = settings or get_settings()
+    if queue not in CHUNK_QUEUES:
+        raise ValueError(f"unknown chunk queue {queue!r}; expected one of {CHUNK_QUEUES}")
+    args = [list(image_ids), model_version, run_id]
+    if settings.embedded:
+        # send_task ignores task_always_eager: call the task's body directly.
+        from worker.chunk import run_chunk
+
+        run_chunk(list(image_ids), model_version, run_id=run_id, settings=settings)
+        return None
+    result = app.send_task(CHUNK_TASK, args=args, queue=queue)
+    return result.id
+
+
+def queue_depth(
+    settings: Settings | None = None, queues: str | Sequence[str] = CHUNK_QUEUES
+) -> int:
+    """Chunk messages waiting in the broker (not those a worker holds unacknowledged)."""
+    settings = settings or get_settings()
+    if settings.embedded:
+        return 0
+    import redis
+
+    names = [queues] if isinstance(queues, str) else list(queues)
+    keys = [
+        key
+        for name in names
+        for key in [name, *(f"{name}\x06\x16{step}" for step in _REDIS_PRIORITY_STEPS[1:])]
+    ]
+    client = redis.Redis.from_url(settings.broker_url)
+    try:
+        with client.pipeline() as pipe:
+            for key in keys:
+                pipe.llen(key)
+            return int(sum(pipe.execute()))
+    finally:
+        client.close()

@@ -1,0 +1,217 @@
+"""The reaper: Postgres is the source of truth, not the broker.
+
+A row still `queued` or `processing` past settings.processing_timeout_s (counted from when it was
+enqueued, or from when a worker started it) lost its message or its worker. The reaper sends it
+again on the bulk queue, unless it has already been tried settings.max_attempts times: then it
+ends `failed` with reason `too_many_attempts`, so a poison image never loops. Attempts are
+counted by the worker when it starts an image.
+
+Rows are taken in batches (FOR UPDATE SKIP LOCKED on Postgres, so two reapers never take the same
+row), marked in the same transaction, and sent after it commits. If the reaper dies before
+sending, the rows carry a fresh enqueued_at and the next pass after the deadline takes them again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, Select, and_, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from jewelcut.db import Run, Segmentation, get_engine, utcnow
+from jewelcut.settings import Settings
+from producer.queueing import ChunkQueue, bulk_queue
+
+log = logging.getLogger(__name__)
+
+REAP_BATCH_SIZE = 1000
+GAVE_UP = "too_many_attempts"
+
+
+@dataclass
+class ReapResult:
+    requeued: int = 0
+    failed: int = 0
+    chunks: int = 0
+    by_model_version: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Stale:
+    image_id: str
+    model_version: str
+    attempts: int
+
+
+def reap(
+    settings: Settings,
+    queue: ChunkQueue | None = None,
+    now: datetime | None = None,
+    batch_size: int = REAP_BATCH_SIZE,
+) -> ReapResult:
+    """One pass: re-enqueue or give up on every row past its deadline. Returns the counts."""
+    engine = get_engine(settings.resolved_database_url)
+    queue = queue or bulk_queue(settings)
+    now = now or utcnow()
+    deadline = now - timedelta(seconds=settings.processing_timeout_s)
+    result = ReapResult()
+    while True:
+        requeue, gave_up = _take_batch(engine, settings, now, deadline, batch_size)
+        if not requeue and not gave_up:
+            break
+        result.failed += len(gave_up)
+        for model_version, image_ids in requeue.items():
+            _send(queue, settings, model_version, image_ids, result)
+    if result.requeued or result.failed:
+        log.info(
+            "reaper pass",
+            extra={"requeued": result.requeued, "failed": result.failed, "chunks": result.chunks},
+        )
+    return result
+
+
+def _take_batch(
+    engine: Engine, settings: Settings, now: datetime, deadline: datetime, batch_size: int
+) -> tuple[dict[str, list[str]], list[_Stale]]:
+    """Mark one batch of stale rows (queued again with enqueued_at = now, or failed) and return
+    what to send. Marked rows are no longer past the deadline, so the next batch is new rows."""
+    with engine.begin() as connection:
+        stale = [
+            _Stale(row.image_id, row.model_version, row.attempts)
+            for row in connection.execute(_stale_query(connection, deadline, batch_size))
+        ]
+        gave_up = [row for row in stale if row.attempts >= settings.max_attempts]
+        requeue: dict[str, list[str]] = defaultdict(list)
+        for row in stale:
+            if row.attempts < settings.max_attempts:
+                requeue[row.model_version].append(row.image_id)
+        for model_version, image_ids in _by_version(gave_up).items():
+            _give_up(connection, model_version, image_ids, settings.max_attempts, now)
+        for model_version, image_ids in requeue.items():
+            run_id = _record_run(
+                connection, model_version, len(image_ids), settings.chunk_size, now
+            )
+            _mark_queued(connection, model_version, image_ids, run_id, now)
+    return dict(requeue), gave_up
+
+
+def _stale_query(connection: Connection, deadline: datetime, batch_size: int) -> Select:
+    segmentation = Segmentation.__table__.c
+    query = (
+        select(segmentation.image_id, segmentation.model_version, segmentation.attempts)
+        .where(
+            or_(
+                and_(segmentation.status == "processing", segmentation.started_at < deadline),
+                and_(
+                    segmentation.status == "queued",
+                    or_(segmentation.enqueued_at < deadline, segmentation.enqueued_at.is_(None)),
+                ),
+            )
+        )
+        .order_by(segmentation.model_version, segmentation.image_id)
+        .limit(batch_size)
+    )
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return query
+
+
+def _by_version(rows: list[_Stale]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        grouped[row.model_version].append(row.image_id)
+    return grouped
+
+
+def _unfinished(model_version: str, image_ids: list[str]) -> ColumnElement[bool]:
+    segmentation = Segmentation.__table__.c
+    return and_(
+        segmentation.model_version == model_version,
+        segmentation.image_id.in_(image_ids),
+        segmentation.status.in_(("queued", "processing")),
+    )
+
+
+def _give_up(
+    connection: Connection,
+    model_version: str,
+    image_ids: list[str],
+    max_attempts: int,
+    now: datetime,
+) -> None:
+    connection.execute(
+        update(Segmentation.__table__)
+        .where(_unfinished(model_version, image_ids))
+        .values(
+            status="failed",
+            reason=GAVE_UP,
+            decision=None,
+            error=f"{GAVE_UP}: still unfinished after {max_attempts} attempts",
+            finished_at=now,
+        )
+    )
+    for image_id in image_ids:
+        log.warning(
+            "image failed: too many attempts",
+            extra={"image_id": image_id, "model_version": model_version, "reason": GAVE_UP},
+        )
+
+
+def _mark_queued(
+    connection: Connection, model_version: str, image_ids: list[str], run_id: int, now: datetime
+) -> None:
+    connection.execute(
+        update(Segmentation.__table__)
+        .where(_unfinished(model_version, image_ids))
+        .values(status="queued", enqueued_at=now, started_at=None, run_id=run_id)
+    )
+
+
+def _record_run(
+    connection: Connection, model_version: str, images: int, chunk_size: int, now: datetime
+) -> int:
+    """A reaper pass that re-enqueues anything leaves a runs row, one per model version."""
+    return connection.execute(
+        Run.__table__.insert()
+        .values(
+            kind="reaper",
+            model_version=model_version,
+            status="finished",
+            enqueued=images,
+            skipped=0,
+            chunks=-(-images // chunk_size),
+            options={},
+            started_at=now,
+            finished_at=now,
+        )
+        .returning(Run.id)
+    ).scalar_one()
+
+
+def _send(
+    queue: ChunkQueue,
+    settings: Settings,
+    model_version: str,
+    image_ids: list[str],
+    result: ReapResult,
+) -> None:
+    for start in range(0, len(image_ids), settings.chunk_size):
+        chunk = image_ids[start : start + settings.chunk_size]
+        queue.send(chunk, model_version, None)
+        result.chunks += 1
+        result.requeued += len(chunk)
+        log.info(
+            "chunk re-enqueued",
+            extra={
+                "model_version": model_version,
+                "first_image_id": chunk[0],
+                "last_image_id": chunk[-1],
+                "images": len(chunk),
+            },
+        )
+    result.by_model_version[model_version] = result.by_model_version.get(model_version, 0) + len(
+        image_ids
+    )

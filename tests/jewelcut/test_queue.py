@@ -1,0 +1,60 @@
+"""The Celery app's contract: reliability settings, queues, routing, send_chunk, queue depth."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from jewelcut.queue import (
+    BACKFILL_TASK,
+    BULK_QUEUE,
+    CHUNK_TASK,
+    PRIORITY_QUEUE,
+    REAP_TASK,
+    app,
+    celery_config,
+    queue_depth,
+    send_chunk,
+)
+from jewelcut.settings import Settings
+
+
+def test_reliability_settings(distributed_settings: Settings) -> None:
+    config = celery_config(distributed_settings)
+    assert config["task_acks_late"] is True
+    assert config["task_reject_on_worker_lost"] is True
+    assert config["worker_prefetch_multiplier"] == 1
+    visibility = config["broker_transport_options"]["visibility_timeout"]
+    assert visibility == distributed_settings.visibility_timeout_s
+    assert visibility > distributed_settings.processing_timeout_s
+    assert app.conf.broker_url == distributed_settings.broker_url
+
+
+def test_beat_schedules_backfill_and_reaper(distributed_settings: Settings) -> None:
+    schedule = celery_config(distributed_settings)["beat_schedule"]
+    tasks = {entry["task"] for entry in schedule.values()}
+    assert tasks == {BACKFILL_TASK, REAP_TASK}
+    nightly = schedule["nightly-backfill"]["schedule"]
+    assert nightly.hour == {2} and nightly.minute == {0}
+
+
+def test_send_chunk_routes_to_the_named_queue(distributed_settings: Settings) -> None:
+    assert queue_depth(distributed_settings) == 0
+    task_id = send_chunk(["a", "b"], "v1", queue=PRIORITY_QUEUE, run_id=7)
+    send_chunk(["c"], "v1")  # bulk by default
+    assert task_id
+    assert queue_depth(distributed_settings, PRIORITY_QUEUE) == 1
+    assert queue_depth(distributed_settings, (BULK_QUEUE,)) == 1
+    assert queue_depth(distributed_settings) == 2
+    client = redis.Redis.from_url(distributed_settings.broker_url)
+    message = json.loads(client.lindex(PRIORITY_QUEUE, 0))
+    assert message["headers"]["task"] == CHUNK_TASK
+    assert message["headers"]["id"] == task_id
+    args = json.loads(__import__("base64").b64decode(message["body"]))[0]
+    assert args == [["a", "b"], "v1", 7]
+    client.close()
+
+
+def test_embedded_mode_has_no_queue(embedded_settings: Settings) -> None:
+    assert queue_depth(embedded_settings) == 0

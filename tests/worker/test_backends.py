@@ -1,0 +1,117 @@
+"""Both backends from one checkpoint agree; the ONNX cache is keyed, reused and self-healing."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worker import backends
+from worker.backends import OnnxBackend, make_backend, onnx_cache_path
+from worker.model import WEIGHTS_FILE, ChecksumMismatch, ModelCard
+from worker.pipeline import Segmenter
+
+# fp32 in both; ORT fuses and reorders kernels, so sums differ in the last bits. Measured on
+# this checkpoint: about 1e-6. A real disagreement (wrong normalisation, layout, weights) is >0.1.
+MAX_PROBABILITY_DIFFERENCE = 1e-4
+
+
+def test_onnx_and_torch_agree(
+    onnx_segmenter: Segmenter, torch_segmenter: Segmenter, listing_photo: Callable[[int], bytes]
+) -> None:
+    prepared = [
+        onnx_segmenter.preprocess(onnx_segmenter.decode(listing_photo(s))) for s in range(3)
+    ]
+    batch = np.stack([item.tensor for item in prepared])
+    onnx_probabilities = onnx_segmenter.backend.predict(batch)
+    torch_probabilities = torch_segmenter.backend.predict(batch)
+    assert onnx_probabilities.shape == torch_probabilities.shape == (3, *prepared[0].padded_shape)
+    difference = np.abs(onnx_probabilities - torch_probabilities).max()
+    assert difference <= MAX_PROBABILITY_DIFFERENCE
+    onnx_result = onnx_segmenter.finish(
+        onnx_probabilities[0][: prepared[0].height, : prepared[0].width]
+    )
+    torch_result = torch_segmenter.finish(
+        torch_probabilities[0][: prepared[0].height, : prepared[0].width]
+    )
+    assert onnx_result.gate.decision == torch_result.gate.decision
+
+
+def test_onnx_handles_any_batch_and_shape(onnx_segmenter: Segmenter) -> None:
+    rng = np.random.default_rng(0)
+    for shape in [(1, 3, 64, 96), (5, 3, 128, 32)]:
+        probabilities = onnx_segmenter.backend.predict(rng.normal(size=shape).astype(np.float32))
+        assert probabilities.shape == (shape[0], shape[2], shape[3])
+        assert probabilities.dtype == np.float32
+        assert probabilities.min() >= 0.0 and probabilities.max() <= 1.0
+
+
+def test_cached_graph_is_reused(
+    onnx_segmenter: Segmenter,
+    model_dir: Path,
+    model_cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_export(*_args: object) -> None:
+        raise AssertionError("the cached graph should have been used")
+
+    monkeypatch.setattr(backends, "export_onnx", no_export)
+    backend = OnnxBackend(ModelCard.read(model_dir), model_dir, model_cache_dir, threads=1)
+    card = ModelCard.read(model_dir)
+    assert backend.path == onnx_cache_path(card, model_dir, model_cache_dir)
+    assert card.weights_sha256 in backend.path.name
+
+
+def test_corrupt_cached_graph_is_deleted_and_exported_again(
+    onnx_segmenter: Segmenter, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    card = ModelCard.read(model_dir)
+    good_graph = onnx_segmenter.backend.path  # type: ignore[attr-defined]
+    cache = tmp_path / "cache"
+    cached = onnx_cache_path(card, model_dir, cache)
+    cached.parent.mkdir(parents=True)
+    shutil.copy(good_graph, cached)
+    shutil.copy(good_graph.with_suffix(".sha256"), cached.with_suffix(".sha256"))
+    with cached.open("r+b") as graph:  # a disk error or a killed writer
+        graph.seek(1000)
+        graph.write(b"\x00" * 4096)
+    exports: list[Path] = []
+
+    def export_copy(_model_dir: Path, _card: ModelCard, path: Path) -> None:
+        """Stands in for the real export (tens of seconds on this CPU) with its result."""
+        exports.append(path)
+        assert not path.exists()  # the corrupt file was deleted first
+        shutil.copy(good_graph, path)
+        shutil.copy(good_graph.with_suffix(".sha256"), path.with_suffix(".sha256"))
+
+    monkeypatch.setattr(backends, "export_onnx", export_copy)
+    backend = OnnxBackend(card, model_dir, cache, threads=1)
+    assert exports == [cached]
+    assert backend.predict(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 64, 64)
+
+
+def test_tampered_weights_are_refused_even_with_a_cached_graph(
+    onnx_segmenter: Segmenter, model_dir: Path, model_cache_dir: Path, tmp_path: Path
+) -> None:
+    tampered = tmp_path / "tampered"
+    shutil.copytree(model_dir, tampered)
+    with (tampered / WEIGHTS_FILE).open("r+b") as weights:
+        weights.seek(-16, 2)
+        weights.write(b"\x01" * 16)
+    with pytest.raises(ChecksumMismatch):
+        make_backend(ModelCard.read(tampered), tampered, "cpu", "onnx", model_cache_dir)
+    with pytest.raises(ChecksumMismatch):
+        make_backend(ModelCard.read(tampered), tampered, "cpu", "torch")
+
+
+def test_auto_picks_onnx_on_cpu(
+    onnx_segmenter: Segmenter, model_dir: Path, model_cache_dir: Path
+) -> None:
+    backend = make_backend(ModelCard.read(model_dir), model_dir, "auto", "auto", model_cache_dir)
+    assert backend.name == "onnx-cpu"
+    assert backend.batch_size == backends.CPU_BATCH_SIZE
+    with pytest.raises(ValueError, match="CPU"):
+        make_backend(ModelCard.read(model_dir), model_dir, "cuda", "onnx", model_cache_dir)

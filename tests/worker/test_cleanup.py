@@ -1,0 +1,98 @@
+"""Cleanup on drawn shapes: specks and stray thin lines go, a thin chain on a pendant stays."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from worker.cleanup import clean_mask
+
+HEIGHT, WIDTH = 240, 320  # a 4:3 photo at the network's resolution
+
+
+def canvas() -> np.ndarray:
+    return np.zeros((HEIGHT, WIDTH), np.uint8)
+
+
+def pendant_on_chain(chain_width: int) -> np.ndarray:
+    """A disc pendant hanging from a V-shaped chain `chain_width` pixels wide."""
+    shape = canvas()
+    cv2.circle(shape, (160, 170), 28, 1, -1)
+    cv2.line(shape, (60, 10), (160, 142), 1, chain_width)
+    cv2.line(shape, (260, 10), (160, 142), 1, chain_width)
+    return shape.astype(bool)
+
+
+def as_probability(mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, 0.95, 0.02).astype(np.float32)
+
+
+@pytest.mark.parametrize("chain_width", [1, 2, 3])
+def test_thin_chain_attached_to_pendant_is_kept(chain_width: int) -> None:
+    drawn = pendant_on_chain(chain_width)
+    cleaned = clean_mask(as_probability(drawn))
+    assert np.array_equal(cleaned, drawn)
+
+
+def test_isolated_specks_are_removed() -> None:
+    drawn = pendant_on_chain(2)
+    noisy = drawn.copy()
+    specks = [(20, 200), (300, 220), (290, 60), (40, 120)]
+    for x, y in specks:
+        noisy[y : y + 3, x : x + 3] = True
+    cleaned = clean_mask(as_probability(noisy))
+    assert np.array_equal(cleaned, drawn)
+
+
+def test_stray_thin_line_is_removed() -> None:
+    drawn = pendant_on_chain(2)
+    noisy = drawn.copy().astype(np.uint8)
+    cv2.line(noisy, (5, 230), (120, 230), 1, 1)  # e.g. a table edge, not touching the piece
+    cleaned = clean_mask(as_probability(noisy.astype(bool)))
+    assert np.array_equal(cleaned, drawn)
+
+
+def test_long_chain_without_pendant_is_kept() -> None:
+    drawn = canvas()
+    points = np.array([[20, 40], [100, 200], [200, 30], [300, 210]], np.int32)
+    cv2.polylines(drawn, [points], False, 1, 2)
+    cleaned = clean_mask(as_probability(drawn.astype(bool)))
+    assert np.array_equal(cleaned, drawn.astype(bool))
+
+
+def test_ring_hole_stays_open_and_pinholes_are_filled() -> None:
+    ring = canvas()
+    cv2.circle(ring, (160, 120), 70, 1, 14)
+    cv2.circle(ring, (60, 60), 20, 1, -1)
+    ring[58:60, 58:60] = 0  # a 4-pixel pinhole in the disc: noise
+    cleaned = clean_mask(as_probability(ring.astype(bool)))
+    assert not cleaned[120, 160]  # the ring's hole still shows the background
+    assert cleaned[58:60, 58:60].all()
+    filled = cleaned & ~ring.astype(bool)
+    assert not (ring.astype(bool) & ~cleaned).any()  # nothing of the ring was removed
+    assert 4 <= filled.sum() <= 8  # the pinhole, and at most a drawing gap inside the band
+
+
+def test_threshold_is_at_one_half() -> None:
+    probability = np.zeros((HEIGHT, WIDTH), np.float32)
+    probability[50:150, 50:150] = 0.5
+    probability[50:150, 150:250] = 0.4999
+    cleaned = clean_mask(probability)
+    assert cleaned[50:150, 50:150].all()
+    assert not cleaned[:, 150:].any()
+
+
+def test_sizes_are_relative_to_the_image() -> None:
+    """The same drawing at twice the resolution cleans the same way."""
+    drawn = pendant_on_chain(2)
+    noisy = drawn.copy()
+    noisy[200:203, 20:23] = True
+    big = cv2.resize(noisy.astype(np.uint8), (WIDTH * 2, HEIGHT * 2), cv2.INTER_NEAREST)
+    cleaned_big = clean_mask(as_probability(big.astype(bool)))
+    expected = cv2.resize(drawn.astype(np.uint8), (WIDTH * 2, HEIGHT * 2), cv2.INTER_NEAREST)
+    assert np.array_equal(cleaned_big, expected.astype(bool))
+
+
+def test_empty_probability_gives_empty_mask() -> None:
+    assert not clean_mask(np.zeros((HEIGHT, WIDTH), np.float32)).any()

@@ -1,0 +1,101 @@
+"""Full-resolution alpha with soft edges, no halo, crop with margin, what a person sees."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from worker.cleanup import clean_mask
+from worker.cutout import (
+    binary_mask,
+    encode_cutout_png,
+    encode_preview_jpeg,
+    full_resolution_alpha,
+    make_cutout,
+    object_box,
+)
+
+RED, GREEN = (220, 30, 30), (30, 200, 30)
+
+
+def red_disc_on_green(height: int = 600, width: int = 800) -> tuple[np.ndarray, np.ndarray]:
+    """A photo (with a soft, anti-aliased edge) and the network-resolution probability for it."""
+    mask = np.zeros((height, width), np.uint8)
+    cv2.circle(mask, (width // 2, height // 2), height // 4, 255, -1, cv2.LINE_AA)
+    coverage = cv2.GaussianBlur(mask, (5, 5), 0)[:, :, None] / 255.0
+    rgb = (coverage * RED + (1 - coverage) * GREEN).astype(np.uint8)
+    probability = cv2.resize(mask, (320, 240), interpolation=cv2.INTER_AREA) / 255.0
+    return rgb, probability.astype(np.float32)
+
+
+def test_alpha_is_full_size_with_soft_edges() -> None:
+    _, probability = red_disc_on_green()
+    alpha = full_resolution_alpha(probability, clean_mask(probability), 600, 800)
+    assert alpha.shape == (600, 800)
+    assert alpha[300, 400] == 255 and alpha[10, 10] == 0
+    edge_row = alpha[300, 400 + 140 : 400 + 160]  # across the disc's right edge (r = 150)
+    partial = edge_row[(edge_row > 0) & (edge_row < 255)]
+    assert 1 <= partial.size <= 8  # a ramp a few pixels wide: no staircase, no blur
+    assert np.all(np.diff(edge_row.astype(int)) <= 0)
+
+
+def test_removed_specks_stay_out_of_the_alpha() -> None:
+    _, probability = red_disc_on_green()
+    probability[10:12, 10:12] = 1.0  # a speck the cleanup drops
+    mask = clean_mask(probability)
+    alpha = full_resolution_alpha(probability, mask, 600, 800)
+    assert not mask[10:12, 10:12].any()
+    assert alpha[20:40, 20:40].max() == 0
+
+
+def test_edges_carry_the_objects_colour_not_the_background() -> None:
+    rgb, probability = red_disc_on_green()
+    alpha = full_resolution_alpha(probability, clean_mask(probability), 600, 800)
+    rgba = make_cutout(rgb, alpha)
+    edge = (alpha > 0) & (alpha < 200)
+    assert edge.sum() > 100
+    colours = rgba[edge][:, :3].astype(int)
+    original = rgb[edge].astype(int)
+    # Green (the old background) is what shows as a halo; decontamination takes it out.
+    assert colours[:, 1].mean() < 0.5 * original[:, 1].mean()
+    assert colours[:, 0].mean() > original[:, 0].mean()
+
+
+def test_crop_keeps_the_object_and_a_margin() -> None:
+    rgb, probability = red_disc_on_green()
+    alpha = full_resolution_alpha(probability, clean_mask(probability), 600, 800)
+    x0, y0, x1, y1 = object_box(alpha, margin=0.0)
+    cropped = make_cutout(rgb, alpha, crop=True, margin=0.1)
+    pad = round(0.1 * max(x1 - x0, y1 - y0))
+    assert cropped.shape == (y1 - y0 + 2 * pad, x1 - x0 + 2 * pad, 4)
+    assert cropped[:, :, 3].sum() == alpha.sum()  # nothing of the object was cut
+
+
+def test_encoded_outputs_round_trip() -> None:
+    rgb, probability = red_disc_on_green()
+    alpha = full_resolution_alpha(probability, clean_mask(probability), 600, 800)
+    cutout = cv2.imdecode(
+        np.frombuffer(encode_cutout_png(rgb, alpha), np.uint8), cv2.IMREAD_UNCHANGED
+    )
+    assert cutout.shape == (600, 800, 4)
+    assert np.array_equal(cutout[:, :, 3], alpha)  # lossless
+    shown = cv2.imdecode(np.frombuffer(encode_preview_jpeg(rgb, alpha), np.uint8), cv2.IMREAD_COLOR)
+    assert shown.shape == (600, 800, 3)
+    assert shown[10, 10].min() > 245  # white where the background was
+    assert shown[300, 400, 2] > 180  # the red disc (BGR)
+    original = cv2.imdecode(
+        np.frombuffer(encode_preview_jpeg(rgb, None), np.uint8), cv2.IMREAD_COLOR
+    )
+    assert original[10, 10, 1] > 170  # a rejected photo is shown as it was: green
+
+
+def test_binary_mask_is_0_or_255_and_follows_alpha() -> None:
+    alpha = np.array([[0, 127, 128, 255]], np.uint8)
+    assert binary_mask(alpha).tolist() == [[0, 0, 255, 255]]
+
+
+def test_empty_mask_gives_transparent_cutout() -> None:
+    alpha = full_resolution_alpha(np.zeros((24, 32), np.float32), np.zeros((24, 32), bool), 60, 80)
+    assert not alpha.any()
+    rgba = make_cutout(np.full((60, 80, 3), 99, np.uint8), alpha, crop=True)
+    assert rgba.shape == (60, 80, 4) and not rgba.any()

@@ -1,0 +1,107 @@
+"""`jewelcut segment` and `jewelcut sheet` end to end on a temporary folder (embedded mode)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from jewelcut.cli import app
+from jewelcut.settings import Settings
+from tests.worker.conftest import encode
+from worker.folder import RECORD_FIELDS
+
+
+def make_photo_folder(root: Path, listing_photo: Callable[[int], bytes]) -> dict[str, Path]:
+    (root / "rings").mkdir(parents=True)
+    files = {
+        "a": root / "a.jpg",
+        "rings/a": root / "rings" / "a.jpg",  # same stem in a subfolder
+        "b": root / "rings" / "b.png",
+        "broken": root / "broken.jpg",
+        "animated": root / "animated.gif",
+    }
+    files["a"].write_bytes(listing_photo(1))
+    files["rings/a"].write_bytes(listing_photo(2))
+    rgb = cv2.imdecode(np.frombuffer(listing_photo(3), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    files["b"].write_bytes(encode(Image.fromarray(np.ascontiguousarray(rgb)), "PNG"))
+    files["broken"].write_bytes(listing_photo(4)[:300])
+    files["animated"].write_bytes(encode(Image.new("RGB", (64, 64)), "GIF"))
+    (root / "notes.txt").write_text("not a photo, not taken from a folder")
+    return files
+
+
+def test_segment_folder_end_to_end(
+    embedded_settings: Settings, tmp_path: Path, listing_photo: Callable[[int], bytes]
+) -> None:
+    files = make_photo_folder(tmp_path / "photos", listing_photo)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["segment", str(tmp_path / "photos"), "--out", str(out), "--all"]
+    )
+    assert result.exit_code == 0, result.output
+
+    records = {
+        Path(r["image"]): r
+        for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())
+    }
+    assert set(records) == set(files.values())
+    for record in records.values():
+        assert set(RECORD_FIELDS) <= set(record)
+    assert (records[files["broken"]]["status"], records[files["broken"]]["reason"]) == (
+        "failed",
+        "decode_error",
+    )
+    assert records[files["animated"]]["reason"] == "unsupported_format"
+
+    decoded = [files[name] for name in ("a", "rings/a", "b")]
+    names = {records[path]["name"] for path in decoded}
+    assert len(names) == 3  # the two a.jpg get distinct names
+    for path in decoded:
+        record = records[path]
+        assert record["status"] == "done" and record["decision"] in ("accepted", "rejected")
+        assert (record["width"], record["height"]) == (320, 240)
+        mask = cv2.imread(str(out / "masks" / f"{record['name']}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (240, 320) and set(np.unique(mask)) <= {0, 255}
+        cutout = cv2.imread(str(out / f"{record['name']}.png"), cv2.IMREAD_UNCHANGED)
+        assert cutout.shape == (240, 320, 4)  # --all: rejected photos get their cutout too
+        assert np.array_equal(cutout[:, :, 3] >= 128, mask == 255)
+        assert (out / "probs" / f"{record['name']}.png").exists()
+
+    accepted = sum(records[path]["decision"] == "accepted" for path in decoded)
+    assert f"accepted {accepted}/5" in result.output
+    assert "decode_error 1" in result.output and "unsupported_format 1" in result.output
+    assert "images/s" in result.output
+
+    sheet = CliRunner().invoke(app, ["sheet", str(out)])
+    assert sheet.exit_code == 0, sheet.output
+    page = (out / "sheet.html").read_text()
+    assert page.count("<tr class=") == 5
+    assert page.count('class="accepted"') == accepted
+    assert page.count("data:image/") >= 3 * 5  # photo, masks, cutout, shown for decoded rows
+
+
+def test_without_all_only_accepted_cutouts_are_written(
+    embedded_settings: Settings, tmp_path: Path, listing_photo: Callable[[int], bytes]
+) -> None:
+    photo = tmp_path / "one.jpg"
+    photo.write_bytes(listing_photo(5))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["segment", str(photo), "--out", str(out), "--crop"])
+    assert result.exit_code == 0, result.output
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert (out / "masks" / "one.png").exists()
+    assert (out / "one.png").exists() == (record["decision"] == "accepted")
+
+
+def test_missing_input_is_a_clear_error(embedded_settings: Settings, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["segment", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2
+    assert "no such file or folder" in result.output

@@ -1,0 +1,188 @@
+"""process_stream: every bad-input kind fails alone with its reason; the rest of the batch is
+processed; outcomes, timings and artifacts are complete; memory is bounded by a window."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jewelcut.errors import ImageFailure
+from tests.worker.conftest import encode
+from tests.worker.test_decode import png_header_only
+from worker.pipeline import ImageOutcome, Prediction, Segmenter, process_stream
+
+GOOD_KEYS = ("good-1", "good-2", "good-3")
+
+
+def truncated_jpeg(photo: bytes) -> bytes:
+    return photo[: len(photo) // 2]
+
+
+def animated_gif() -> bytes:
+    frames = [Image.new("RGB", (64, 64), colour) for colour in ("red", "blue")]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+
+
+BAD_INPUTS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
+    "zero-bytes": (lambda _photo: b"", "decode_error"),
+    "truncated-jpeg": (truncated_jpeg, "decode_error"),
+    "text": (lambda _photo: b"this is not an image\n", "decode_error"),
+    "html-error-page": (lambda _photo: b"<html><body>404 Not Found</body></html>", "decode_error"),
+    "gif": (lambda _photo: animated_gif(), "unsupported_format"),
+    "pdf": (lambda _photo: b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", "unsupported_format"),
+    "svg": (lambda _photo: b"<svg xmlns='http://www.w3.org/2000/svg'/>", "unsupported_format"),
+    "pixel-bomb": (lambda _photo: png_header_only(50_000, 50_000), "too_large"),
+    "one-pixel": (lambda _photo: encode(Image.new("RGB", (1, 1)), "PNG"), "too_small"),
+}
+
+
+def record_writes(store: dict[str, Prediction]) -> Callable[..., dict[str, str]]:
+    def write(key: str, rgb: np.ndarray, prediction: Prediction) -> dict[str, str]:
+        store[key] = prediction
+        return {"written": f"{key}:{rgb.shape[1]}x{rgb.shape[0]}"}
+
+    return write
+
+
+def run(
+    segmenter: Segmenter, photos: dict[str, bytes], **kwargs: object
+) -> dict[str, ImageOutcome]:
+    outcomes = list(
+        process_stream(segmenter, list(photos), photos.__getitem__, record_writes({}), io_threads=2)
+    )
+    assert len(outcomes) == len(photos)
+    return {outcome.key: outcome for outcome in outcomes}
+
+
+def assert_done(outcome: ImageOutcome, width: int, height: int) -> None:
+    assert outcome.status == "done", outcome.error
+    assert outcome.decision in ("accepted", "rejected")
+    assert (outcome.decision == "accepted") == (outcome.reason is None)
+    for score in (outcome.confidence, outcome.fg_score, outcome.bg_score, outcome.mask_area):
+        assert score is not None and 0.0 <= score <= 1.0
+    assert (outcome.width, outcome.height) == (width, height)
+    assert outcome.artifacts == {"written": f"{outcome.key}:{width}x{height}"}
+    assert set(outcome.timings) == {"read", "decode", "preprocess", "infer", "cleanup", "write"}
+
+
+@pytest.mark.parametrize("kind", list(BAD_INPUTS))
+def test_bad_input_fails_alone(
+    kind: str, onnx_segmenter: Segmenter, listing_photo: Callable[[int], bytes]
+) -> None:
+    make_bad, reason = BAD_INPUTS[kind]
+    photos = {key: listing_photo(seed) for seed, key in enumerate(GOOD_KEYS)}
+    photos = {"good-1": photos["good-1"], kind: make_bad(photos["good-1"]), **photos}
+    outcomes = run(onnx_segmenter, photos)
+    failed = outcomes[kind]
+    assert (failed.status, failed.reason) == ("failed", reason)
+    assert failed.error and failed.error.startswith(reason)
+    assert failed.decision is None and failed.confidence is None
+    for key in GOOD_KEYS:
+        assert_done(outcomes[key], 320, 240)
+
+
+def test_read_and_write_errors_fail_only_their_image(
+    onnx_segmenter: Segmenter, listing_photo: Callable[[int], bytes]
+) -> None:
+    photos = {key: listing_photo(seed) for seed, key in enumerate(GOOD_KEYS)}
+
+    def read(key: str) -> bytes:
+        if key == "missing-object":
+            raise ImageFailure("fetch_error", "NoSuchKey")
+        if key == "network-down":
+            raise ConnectionError("connection reset")
+        return photos[key]
+
+    def write(key: str, rgb: np.ndarray, prediction: Prediction) -> dict[str, str]:
+        if key == "good-2":
+            raise OSError("disk full")
+        return {"written": f"{key}:{rgb.shape[1]}x{rgb.shape[0]}"}
+
+    keys = ["missing-object", *GOOD_KEYS, "network-down"]
+    outcomes = {o.key: o for o in process_stream(onnx_segmenter, keys, read, write, io_threads=2)}
+    assert outcomes["missing-object"].reason == "fetch_error"
+    assert outcomes["network-down"].reason == "fetch_error"
+    assert "ConnectionError" in (outcomes["network-down"].error or "")
+    assert (outcomes["good-2"].status, outcomes["good-2"].reason) == ("failed", "processing_error")
+    assert (outcomes["good-2"].width, outcomes["good-2"].height) == (320, 240)
+    assert_done(outcomes["good-1"], 320, 240)
+    assert_done(outcomes["good-3"], 320, 240)
+
+
+def test_stream_agrees_with_predict_on_mixed_sizes(
+    onnx_segmenter: Segmenter, listing_photo: Callable[[int], bytes]
+) -> None:
+    import cv2
+
+    sizes = [(320, 240), (240, 320), (200, 200), (320, 240), (97, 61)]
+    photos: dict[str, bytes] = {}
+    images: list[np.ndarray] = []
+    for seed, (width, height) in enumerate(sizes):
+        rgb = cv2.imdecode(np.frombuffer(listing_photo(seed), np.uint8), cv2.IMREAD_COLOR)[
+            :, :, ::-1
+        ]
+        rgb = np.ascontiguousarray(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA))
+        images.append(rgb)
+        photos[f"photo-{seed}"] = encode(Image.fromarray(rgb), "PNG")
+    outcomes = run(onnx_segmenter, photos)
+    predictions = onnx_segmenter.predict(images)
+    for seed, ((width, height), prediction) in enumerate(zip(sizes, predictions, strict=True)):
+        outcome = outcomes[f"photo-{seed}"]
+        assert_done(outcome, width, height)
+        assert outcome.decision == prediction.gate.decision
+        assert outcome.confidence == pytest.approx(prediction.gate.confidence, abs=1e-6)
+        assert outcome.mask_area == pytest.approx(prediction.gate.mask_area, abs=1e-9)
+
+
+def test_images_in_flight_are_bounded(
+    onnx_segmenter: Segmenter, listing_photo: Callable[[int], bytes]
+) -> None:
+    photo = listing_photo(0)
+    total, io_threads = 40, 2
+    reads: list[str] = []
+    yielded = 0
+    most_in_flight = 0
+
+    def read(key: str) -> bytes:
+        reads.append(key)
+        return photo
+
+    keys = (f"photo-{index}" for index in range(total))
+    for _outcome in process_stream(onnx_segmenter, keys, read, lambda *_: {}, io_threads):
+        yielded += 1
+        most_in_flight = max(most_in_flight, len(reads) - yielded)
+    window = max(2 * onnx_segmenter.batch_size, io_threads) + io_threads
+    assert yielded == total
+    assert most_in_flight <= window < total
+
+
+def test_failing_batch_is_retried_image_by_image(
+    onnx_segmenter: Segmenter,
+    listing_photo: Callable[[int], bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An inference error fails only the image that causes it, not its batch-mates."""
+    poisoned = listing_photo(7)
+    real_infer = onnx_segmenter.infer
+
+    def infer(prepared: list) -> list:
+        if any(np.array_equal(item.tensor, poisoned_tensor) for item in prepared):
+            raise RuntimeError("kernel failure")
+        return real_infer(prepared)
+
+    poisoned_tensor = onnx_segmenter.preprocess(onnx_segmenter.decode(poisoned)).tensor
+    monkeypatch.setattr(onnx_segmenter, "infer", infer)
+    photos = {
+        "poisoned": poisoned,
+        **{key: listing_photo(seed) for seed, key in enumerate(GOOD_KEYS)},
+    }
+    outcomes = run(onnx_segmenter, photos)
+    assert (outcomes["poisoned"].status, outcomes["poisoned"].reason) == (
+        "failed",
+        "processing_error",
+    )
+    for key in GOOD_KEYS:
+        assert_done(outcomes[key], 320, 240)

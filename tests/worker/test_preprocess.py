@@ -1,0 +1,51 @@
+"""Resize keeping the aspect, pad to a multiple of 32, normalise, and crop back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from worker.model import IMAGENET_MEAN, IMAGENET_STD
+from worker.preprocess import Preprocessor, crop_to_image, network_size
+
+
+@pytest.mark.parametrize(
+    ("photo", "expected", "padded"),
+    [
+        ((600, 800), (240, 320), (256, 320)),
+        ((800, 600), (320, 240), (320, 256)),
+        ((1000, 1000), (320, 320), (320, 320)),
+        ((100, 50), (320, 160), (320, 160)),  # small photos are scaled up
+        ((40, 4000), (3, 320), (32, 320)),
+    ],
+)
+def test_long_side_becomes_input_size_and_pads_to_32(
+    photo: tuple[int, int], expected: tuple[int, int], padded: tuple[int, int]
+) -> None:
+    assert network_size(*photo, 320) == expected
+    prepared = Preprocessor(320, IMAGENET_MEAN, IMAGENET_STD)(np.zeros((*photo, 3), np.uint8))
+    assert (prepared.height, prepared.width) == expected
+    assert prepared.tensor.shape == (3, *padded)
+    assert prepared.tensor.dtype == np.float32
+
+
+def test_normalisation_uses_the_cards_mean_and_std() -> None:
+    rgb = np.full((64, 64, 3), (255, 128, 0), np.uint8)
+    prepared = Preprocessor(64, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0))(rgb)
+    expected = [(1.0 - 0.5) / 0.25, (128 / 255 - 0.5) / 0.5, (0.0 - 0.5) / 1.0]
+    assert np.allclose(prepared.tensor[:, 10, 10], expected, atol=1e-6)
+
+
+def test_padding_is_zero_and_cropped_back() -> None:
+    prepared = Preprocessor(320, IMAGENET_MEAN, IMAGENET_STD)(np.full((600, 800, 3), 200, np.uint8))
+    assert not prepared.tensor[:, 240:, :].any()
+    output = np.zeros(prepared.padded_shape, np.float32)
+    output[:240, :320] = 1.0
+    cropped = crop_to_image(output, prepared)
+    assert cropped.shape == (240, 320)
+    assert cropped.min() == 1.0
+
+
+def test_input_size_must_be_a_multiple_of_32() -> None:
+    with pytest.raises(ValueError, match="multiple of 32"):
+        Preprocessor(300, IMAGENET_MEAN, IMAGENET_STD)

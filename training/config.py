@@ -1,0 +1,87 @@
+"""Run configurations: one YAML/JSON file per run, written into the run folder when it starts.
+Presets give the figures the project uses (`smoke` for CI, `default` for the shipped model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field
+
+from worker.model import Architecture
+
+CONFIG_FILE = "config.yaml"
+
+
+class SynthConfig(BaseModel):
+    train_count: int = 7000
+    val_count: int = 128
+    eval_count: int = 500
+    size: int = 320  # square training composites; crops of `FitConfig.crop` are trained on
+    eval_width: int = 480  # held-out photos are listing-shaped (landscape/portrait/square)
+    eval_height: int = 360
+    train_seed: int = 1
+    val_seed: int = 2
+    eval_seed: int = 20261126  # held-out set: its own seed, never used for training
+    object_size: int = 384
+
+
+class FitConfig(BaseModel):
+    name: str = "default"
+    architecture: Architecture = Field(default_factory=Architecture)
+    input_size: int = 320  # the card's inference size (longest side)
+    train_data: list[str] = Field(default_factory=list)
+    val_data: str | None = None
+    crop: int = 256
+    batch_size: int = 8
+    steps: int = 1500
+    # Optional wall-clock budget (training seconds, summed over resumes): the schedule then
+    # follows whichever of steps or time runs out first, and the run stops there.
+    time_budget_s: float | None = None
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 50
+    schedule: Literal["cosine", "constant"] = "cosine"
+    loss: Literal["bce", "bce+dice"] = "bce"
+    seed: int = 0
+    val_every: int = 150
+    checkpoint_every_s: float = 300.0
+    threads: int = 2
+    amp: Literal["auto", "off"] = "auto"  # mixed precision on CUDA only
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Preset(BaseModel):
+    synth: SynthConfig
+    fit: FitConfig
+
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        synth=SynthConfig(
+            train_count=24, val_count=8, eval_count=12, size=128, eval_width=128,
+            eval_height=96, object_size=128,
+        ),
+        fit=FitConfig(
+            name="smoke", input_size=128, crop=96, batch_size=4, steps=6, warmup_steps=2,
+            val_every=3, checkpoint_every_s=3600, lr=1e-3,
+        ),
+    ),
+    "default": Preset(synth=SynthConfig(), fit=FitConfig()),
+}
+
+
+def load_config(path: Path) -> FitConfig:
+    text = path.read_text()
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    return FitConfig.model_validate(data)
+
+
+def save_config(config: FitConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,145 @@
+"""Pre-generated synthetic datasets: `images/NNNNNN.jpg`, `masks/NNNNNN.png` (0/255) and
+`manifest.json` (recipe + one record per sample). Writing is torch-free; reading for training
+(`SegmentationFolder`) returns numpy arrays that the training loop turns into tensors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from training.synth import Backgrounds, Compositor, load_cutouts
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class DataRecipe:
+    """How a dataset was made; stored in its manifest and in the model card."""
+
+    count: int
+    height: int
+    width: int
+    seed: int
+    background_folders: list[str] = field(default_factory=list)
+    cutout_folders: list[str] = field(default_factory=list)
+    use_skimage_photos: bool = True
+    photo_share: float = 0.45
+    object_size: int = 384
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """One generator per sample, so any sample can be remade alone and order does not matter."""
+    return np.random.default_rng(np.random.SeedSequence([seed, index]))
+
+
+def make_compositor(recipe: DataRecipe) -> Compositor:
+    backgrounds = Backgrounds(
+        [Path(p) for p in recipe.background_folders],
+        use_skimage=recipe.use_skimage_photos,
+        photo_share=recipe.photo_share,
+    )
+    cutouts = load_cutouts([Path(p) for p in recipe.cutout_folders])
+    return Compositor(backgrounds, cutouts, object_size=recipe.object_size)
+
+
+def write_dataset(
+    out: Path, recipe: DataRecipe, advance: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """Generate `recipe.count` samples into `out`; returns the manifest."""
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    compositor = make_compositor(recipe)
+    records = []
+    for index in range(recipe.count):
+        sample = compositor.sample(sample_rng(recipe.seed, index), recipe.height, recipe.width)
+        name = f"{index:06d}"
+        cv2.imwrite(str(out / "images" / f"{name}.jpg"), sample.rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(out / "masks" / f"{name}.png"), sample.mask.astype(np.uint8) * 255)
+        records.append({"name": name, **sample.info})
+        if advance:
+            advance()
+    manifest = {
+        "recipe": recipe.to_dict(),
+        "cutouts_used": len(compositor.cutouts),
+        "photo_backgrounds": len(compositor.backgrounds.photo_files),
+        "samples": records,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / MANIFEST).read_text())
+
+
+def read_sample(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    rgb = cv2.imread(str(folder / "images" / f"{name}.jpg"), cv2.IMREAD_COLOR)[..., ::-1]
+    mask = cv2.imread(str(folder / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE) > 127
+    return np.ascontiguousarray(rgb), mask
+
+
+class SegmentationFolder:
+    """Samples of a dataset folder as (normalised float32 CHW, float32 HW target).
+
+    With `crop` set, takes random crops of that side plus flips (training); without it, whole
+    images (validation). Sometimes blanks a bottom/right strip as the inference padding does.
+    """
+
+    def __init__(
+        self,
+        folders: Sequence[Path],
+        mean: Sequence[float],
+        std: Sequence[float],
+        crop: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.items = [(f, s["name"]) for f in folders for s in read_manifest(f)["samples"]]
+        self.mean = np.asarray(mean, np.float32) * 255
+        self.std = np.asarray(std, np.float32) * 255
+        self.crop = crop
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        folder, name = self.items[index]
+        rgb, mask = read_sample(folder, name)
+        image = (rgb.astype(np.float32) - self.mean) / self.std
+        target = mask.astype(np.float32)
+        if self.crop:
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index]))
+            image, target = augment(rng, image, target, self.crop)
+        return np.ascontiguousarray(image.transpose(2, 0, 1)), np.ascontiguousarray(target)
+
+
+def augment(
+    rng: np.random.Generator, image: np.ndarray, target: np.ndarray, crop: int
+) -> tuple[np.ndarray, np.ndarray]:
+    height, width = target.shape
+    top = int(rng.integers(0, height - crop + 1))
+    left = int(rng.integers(0, width - crop + 1))
+    image = image[top : top + crop, left : left + crop]
+    target = target[top : top + crop, left : left + crop]
+    if rng.random() < 0.5:
+        image, target = image[:, ::-1], target[:, ::-1]
+    if rng.random() < 0.5:
+        image, target = image[::-1], target[::-1]
+    if rng.random() < 0.2:  # the zero padding a non-square photo gets at inference
+        image, target = image.copy(), target.copy()
+        strip = int(crop * rng.uniform(0.1, 0.3))
+        if rng.random() < 0.5:
+            image[-strip:], target[-strip:] = 0, 0
+        else:
+            image[:, -strip:], target[:, -strip:] = 0, 0
+    return image, target

@@ -1,0 +1,94 @@
+"""Export a trained network as a model version: `<out>/<name>/weights.safetensors` (fp16) and
+`model.json` (worker.model.ModelCard: architecture, input size, gate, metrics, calibration,
+training config, data recipe, sha256), plus `model.onnx` on request."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from training.config import FitConfig
+from training.dataset import read_manifest
+from training.fit import load_checkpoint_network
+from worker.model import CARD_FILE, Gate, ModelCard, load_network, save_network
+
+ONNX_FILE = "model.onnx"
+
+
+def load_any(source: Path) -> tuple[nn.Module, ModelCard, dict[str, Any]]:
+    """A network with its card from a checkpoint (.pt) or a model version directory."""
+    if source.is_dir() and (source / CARD_FILE).exists():
+        card = ModelCard.read(source)
+        return load_network(source, card), card, {}
+    network, extra = load_checkpoint_network(source)
+    config: FitConfig = extra["config"]
+    card = ModelCard(name=config.name, architecture=config.architecture, input_size=config.input_size)
+    return network.float(), card, extra
+
+
+def data_recipes(folders: list[str]) -> list[dict[str, Any]]:
+    recipes = []
+    for folder in folders:
+        path = Path(folder)
+        if (path / "manifest.json").exists():
+            manifest = read_manifest(path)
+            recipes.append({"folder": folder, **manifest["recipe"]})
+    return recipes
+
+
+def training_record(extra: dict[str, Any]) -> dict[str, Any]:
+    config: FitConfig = extra["config"]
+    state = extra["state"]
+    return {
+        "config": config.to_dict(),
+        "steps": state["step"],
+        "training_seconds": round(state["seconds"], 1),
+        "best_val_iou": round(state["best_val_iou"], 4),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+    }
+
+
+def build_card(
+    name: str, base: ModelCard, extra: dict[str, Any], report: dict[str, Any] | None
+) -> ModelCard:
+    """The card: the network's facts plus how it was trained and what it measured."""
+    update: dict[str, Any] = {"name": name, "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    if extra:
+        config: FitConfig = extra["config"]
+        update["training"] = training_record(extra)
+        update["data"] = {
+            "generator": "training.synth (procedural jewellery on photo and procedural backgrounds)",
+            "train": data_recipes(config.train_data),
+            "val": data_recipes([config.val_data] if config.val_data else []),
+        }
+    if report:
+        update["metrics"] = {k: v for k, v in report.items() if k != "calibration"}
+        update["calibration"] = report.get("calibration", {})
+        update["gate"] = Gate(**report["gate"])
+    return base.model_copy(update=update)
+
+
+def export_model(
+    source: Path,
+    out_dir: Path,
+    name: str | None = None,
+    report_path: Path | None = None,
+    onnx: bool = False,
+    dtype: str = "float16",
+) -> tuple[Path, ModelCard]:
+    network, base, extra = load_any(source)
+    name = name or base.name
+    report = json.loads(report_path.read_text()) if report_path else None
+    directory = out_dir / name
+    card = save_network(network, directory, build_card(name, base, extra, report), dtype=dtype)
+    if onnx:
+        from worker.backends import export_onnx  # the worker's own export: one way to do it
+
+        export_onnx(directory, card, directory / ONNX_FILE)
+    return directory, card

@@ -1,0 +1,249 @@
+"""The training loop: smp Unet (worker.model.build_unet), BCEWithLogitsLoss + Adam as in the
+study, warmup + cosine learning rate over the planned steps, deterministic sample order,
+checkpoints (model + optimiser + step) every few minutes, `resume`, periodic validation IoU.
+
+Run folder layout: config.yaml, checkpoints/last.pt, checkpoints/best.pt, log.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.config import CONFIG_FILE, FitConfig, save_config
+from training.dataset import SegmentationFolder
+from worker.model import IMAGENET_MEAN, IMAGENET_STD, build_unet
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+@dataclass
+class FitState:
+    step: int = 0
+    best_val_iou: float = -1.0
+    last_val_iou: float | None = None
+    last_loss: float | None = None
+    seconds: float = 0.0  # training time accumulated over resumes
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def progress_of(config: FitConfig, step: int, seconds: float = 0.0) -> float:
+    """How far through the run (0..1): by steps, or by the time budget if that runs out first."""
+    by_steps = step / max(config.steps, 1)
+    by_time = seconds / config.time_budget_s if config.time_budget_s else 0.0
+    return min(max(by_steps, by_time), 1.0)
+
+
+def learning_rate(config: FitConfig, step: int, seconds: float = 0.0) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return config.lr
+    cosine = 0.5 * (1 + math.cos(math.pi * progress_of(config, step, seconds)))
+    return config.min_lr + (config.lr - config.min_lr) * cosine
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    probability = torch.sigmoid(logits)
+    overlap = (probability * target).sum(dim=(1, 2))
+    total = probability.sum(dim=(1, 2)) + target.sum(dim=(1, 2))
+    return (1 - (2 * overlap + 1) / (total + 1)).mean()
+
+
+def make_loss(config: FitConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    bce = nn.BCEWithLogitsLoss()
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        value = bce(logits, target)
+        if config.loss == "bce+dice":
+            value = value + soft_dice_loss(logits, target)
+        return value
+
+    return loss
+
+
+def batch_indices(step: int, batch_size: int, size: int, seed: int) -> list[int]:
+    """Indices of the samples of `step`: a fresh permutation per epoch, fixed by the seed, so a
+    resumed run sees exactly the samples the uninterrupted run would have seen."""
+    indices = []
+    for position in range(step * batch_size, (step + 1) * batch_size):
+        epoch, offset = divmod(position, size)
+        order = np.random.default_rng(np.random.SeedSequence([seed, epoch])).permutation(size)
+        indices.append(int(order[offset]))
+    return indices
+
+
+def load_batch(dataset: SegmentationFolder, indices: list[int], epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    dataset.epoch = epoch
+    pairs = [dataset[i] for i in indices]
+    images = torch.from_numpy(np.stack([p[0] for p in pairs]))
+    targets = torch.from_numpy(np.stack([p[1] for p in pairs]))
+    return images, targets
+
+
+class Trainer:
+    def __init__(self, config: FitConfig, run_dir: Path) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.device = pick_device(config.device)
+        torch.set_num_threads(config.threads)
+        seed_everything(config.seed)
+        self.network = build_unet(config.architecture).to(self.device)
+        self.network = self.network.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
+        self.use_amp = self.device.type == "cuda" and config.amp == "auto"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.loss = make_loss(config)
+        self.state = FitState()
+        folders = [Path(p) for p in config.train_data]
+        self.train_set = SegmentationFolder(folders, IMAGENET_MEAN, IMAGENET_STD, config.crop, config.seed)
+        self.val_set = (
+            SegmentationFolder([Path(config.val_data)], IMAGENET_MEAN, IMAGENET_STD)
+            if config.val_data
+            else None
+        )
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    # --- checkpoints ----------------------------------------------------------------------------
+
+    def save(self, name: str) -> Path:
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path = self.checkpoint_dir / name
+        payload = {
+            "model": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "state": self.state.__dict__,
+            "config": self.config.to_dict(),
+        }
+        temporary = path.with_suffix(".tmp")
+        torch.save(payload, temporary)
+        temporary.replace(path)  # never leave a half-written checkpoint behind
+        return path
+
+    def resume(self, path: Path | None = None) -> None:
+        payload = torch.load(path or self.checkpoint_dir / LAST, map_location=self.device)
+        self.network.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.state = FitState(**payload["state"])
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    def train_step(self) -> float:
+        config = self.config
+        step = self.state.step
+        indices = batch_indices(step, config.batch_size, len(self.train_set), config.seed)
+        epoch = step * config.batch_size // len(self.train_set)
+        images, targets = load_batch(self.train_set, indices, epoch)
+        images = images.to(self.device, memory_format=torch.channels_last)
+        targets = targets.to(self.device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(config, step, self.state.seconds)
+        self.network.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            logits = self.network(images)[:, 0]
+        loss = self.loss(logits.float(), targets)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.state.step += 1
+        self.state.last_loss = float(loss.detach())
+        return self.state.last_loss
+
+    @torch.inference_mode()
+    def validate(self) -> float:
+        """Mean IoU of the thresholded probability (0.5) over the validation folder."""
+        if self.val_set is None:
+            return float("nan")
+        self.network.eval()
+        scores = []
+        for start in range(0, len(self.val_set), self.config.batch_size):
+            indices = list(range(start, min(start + self.config.batch_size, len(self.val_set))))
+            images, targets = load_batch(self.val_set, indices, 0)
+            logits = self.network(images.to(self.device, memory_format=torch.channels_last))[:, 0]
+            predicted = logits.float().cpu() > 0
+            truth = targets > 0.5
+            union = (predicted | truth).sum(dim=(1, 2)).clamp(min=1)
+            scores.extend(((predicted & truth).sum(dim=(1, 2)) / union).tolist())
+        return float(np.mean(scores))
+
+    def log(self, record: dict[str, Any]) -> None:
+        with (self.run_dir / "log.jsonl").open("a") as handle:
+            handle.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+
+def run_fit(
+    config: FitConfig,
+    run_dir: Path,
+    resume: bool = False,
+    on_step: Callable[[Trainer], None] | None = None,
+) -> Trainer:
+    """Train to `config.steps` (resuming from run_dir's last checkpoint when asked)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(config, run_dir)
+    if resume and (trainer.checkpoint_dir / LAST).exists():
+        trainer.resume()
+    else:
+        save_config(config, run_dir / CONFIG_FILE)
+    last_save = time.monotonic()
+    while progress_of(config, trainer.state.step, trainer.state.seconds) < 1.0:
+        started = time.monotonic()
+        loss = trainer.train_step()
+        trainer.state.seconds += time.monotonic() - started
+        step = trainer.state.step
+        finished = progress_of(config, step, trainer.state.seconds) >= 1.0
+        if step % config.val_every == 0 or finished:
+            validate_and_keep_best(trainer)
+        trainer.log({"step": step, "loss": loss, "seconds": round(trainer.state.seconds, 1)})
+        if time.monotonic() - last_save >= config.checkpoint_every_s:
+            trainer.save(LAST)
+            last_save = time.monotonic()
+        if on_step:
+            on_step(trainer)
+    trainer.save(LAST)
+    if not (trainer.checkpoint_dir / BEST).exists():
+        trainer.save(BEST)
+    return trainer
+
+
+def validate_and_keep_best(trainer: Trainer) -> None:
+    iou = trainer.validate()
+    trainer.state.last_val_iou = iou
+    trainer.log({"step": trainer.state.step, "val_iou": iou})
+    if math.isnan(iou) or iou > trainer.state.best_val_iou:
+        trainer.state.best_val_iou = iou if not math.isnan(iou) else trainer.state.best_val_iou
+        trainer.save(BEST)
+
+
+def load_checkpoint_network(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The network of a checkpoint (eval mode) and the checkpoint's config and state."""
+    payload = torch.load(path, map_location=device)
+    config = FitConfig.model_validate(payload["config"])
+    network = build_unet(config.architecture)
+    network.load_state_dict(payload["model"])
+    return network.eval(), {"config": config, "state": payload["state"]}

@@ -1,0 +1,271 @@
+"""Inference backends behind one interface: PyTorch (GPU, or CPU as a fallback) and ONNX Runtime
+(CPU). Both come from the same verified checkpoint; ONNX is exported at load time into the model
+cache, keyed by the weights' sha256, so a new model version never runs a stale graph.
+
+`predict(batch float32 [N, 3, H, W]) -> float32 [N, H, W]` probabilities (sigmoid of logits);
+H and W are multiples of 32, N is at most `batch_size` for best speed (larger works too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from worker.model import ModelCard, load_network, verify_weights
+
+log = logging.getLogger(__name__)
+
+ONNX_OPSET = 18
+CPU_BATCH_SIZE = 4
+MAX_GPU_BATCH_SIZE = 64
+# Peak activation memory of one 320x320 image through the Unet in half precision, measured
+# roughly; scaled with the pixel count. Half of the free GPU memory is given to batches.
+GPU_BYTES_PER_IMAGE_AT_320 = 96 * 2**20
+
+
+class InferenceBackend(Protocol):
+    name: str  # "torch-cuda", "torch-cpu", "onnx-cpu"
+    batch_size: int
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def make_backend(
+    card: ModelCard,
+    model_dir: Path,
+    device: str = "auto",
+    backend: str = "auto",
+    cache_dir: Path | None = None,
+    batch_size: int = 0,
+    threads: int | None = None,
+) -> InferenceBackend:
+    """auto picks torch on CUDA when there is a GPU, else ONNX Runtime on CPU."""
+    device = resolve_device(device)
+    if backend == "auto":
+        backend = "torch" if device == "cuda" else "onnx"
+    if backend == "onnx":
+        if device != "cpu":
+            raise ValueError("the ONNX Runtime backend runs on CPU; use backend=torch on CUDA")
+        cache = cache_dir or Path(tempfile.gettempdir()) / "jewelcut-model-cache"
+        return OnnxBackend(card, model_dir, cache, batch_size or CPU_BATCH_SIZE, threads)
+    if backend == "torch":
+        return TorchBackend(card, model_dir, device, batch_size, threads)
+    raise ValueError(f"unknown backend {backend!r} (auto, torch, onnx)")
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TorchBackend:
+    """inference_mode, channels_last, bf16 (or fp16) autocast on CUDA; fp32 on CPU."""
+
+    def __init__(
+        self,
+        card: ModelCard,
+        model_dir: Path,
+        device: str,
+        batch_size: int = 0,
+        threads: int | None = None,
+    ) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = torch.device(device)
+        self.network = load_network(model_dir, card).to(
+            self.device, memory_format=torch.channels_last
+        )
+        self.name = f"torch-{self.device.type}"
+        self.autocast_dtype = _autocast_dtype(self.device)
+        self.batch_size = batch_size or _default_torch_batch_size(self.device, card.input_size)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            tensor = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
+            tensor = tensor.to(self.device, non_blocking=True).contiguous(
+                memory_format=torch.channels_last
+            )
+            autocast = (
+                torch.autocast(self.device.type, dtype=self.autocast_dtype)
+                if self.autocast_dtype is not None
+                else contextlib.nullcontext()
+            )
+            with autocast:
+                logits = self.network(tensor)
+            return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+
+def _autocast_dtype(device: Any) -> Any:
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _default_torch_batch_size(device: Any, input_size: int) -> int:
+    import torch
+
+    if device.type != "cuda":
+        return CPU_BATCH_SIZE
+    free_bytes, _total = torch.cuda.mem_get_info(device)
+    per_image = GPU_BYTES_PER_IMAGE_AT_320 * (input_size / 320) ** 2
+    fits = int(0.5 * free_bytes / per_image)
+    batch = 1
+    while batch * 2 <= min(fits, MAX_GPU_BATCH_SIZE):
+        batch *= 2
+    return batch
+
+
+class OnnxBackend:
+    """ONNX Runtime on CPU, from a graph exported once per weights sha256 into the cache."""
+
+    def __init__(
+        self,
+        card: ModelCard,
+        model_dir: Path,
+        cache_dir: Path,
+        batch_size: int = CPU_BATCH_SIZE,
+        threads: int | None = None,
+    ) -> None:
+        self.name = "onnx-cpu"
+        self.batch_size = batch_size
+        self.path = ensure_onnx(card, model_dir, cache_dir)
+        try:
+            self.session = _open_session(self.path, threads)
+        except Exception:  # a graph ORT cannot read is a corrupt cache entry, not a dead worker
+            log.warning("ONNX Runtime cannot load %s; exporting it again", self.path, exc_info=True)
+            self.path.unlink(missing_ok=True)
+            self.path = ensure_onnx(card, model_dir, cache_dir)
+            self.session = _open_session(self.path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        (logits,) = self.session.run(
+            None, {self.input_name: np.ascontiguousarray(batch, np.float32)}
+        )
+        return _sigmoid(logits[:, 0])
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    # exp of a large positive number overflows to inf -> 1/(1+inf) = 0: the right limit.
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+def _open_session(path: Path, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_cache_path(card: ModelCard, model_dir: Path, cache_dir: Path) -> Path:
+    sha256 = card.weights_sha256 or _weights_sha256(model_dir, card)
+    return cache_dir / "onnx" / f"{sha256}-opset{ONNX_OPSET}.onnx"
+
+
+def _weights_sha256(model_dir: Path, card: ModelCard) -> str:
+    from worker.model import sha256_file
+
+    return sha256_file(verify_weights(model_dir, card))
+
+
+def ensure_onnx(card: ModelCard, model_dir: Path, cache_dir: Path) -> Path:
+    """The cached ONNX graph for these weights; exported when missing or corrupt."""
+    path = onnx_cache_path(card, model_dir, cache_dir)
+    if path.exists() and _cached_graph_is_intact(path):
+        verify_weights(model_dir, card)  # a tampered checkpoint must fail even with a cached graph
+        return path
+    if path.exists():
+        log.warning("cached ONNX graph %s is corrupt; exporting it again", path)
+        path.unlink(missing_ok=True)
+    export_onnx(model_dir, card, path)
+    return path
+
+
+def _cached_graph_is_intact(path: Path) -> bool:
+    checksum = path.with_suffix(".sha256")
+    if not checksum.exists():
+        return False
+    return checksum.read_text().strip() == _file_sha256(path)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter prints its progress and logs every graph pass: keep the worker's log clean."""
+    onnx_ir_log = logging.getLogger("onnx_ir")
+    level = onnx_ir_log.level
+    onnx_ir_log.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        onnx_ir_log.setLevel(level)
+
+
+def export_onnx(model_dir: Path, card: ModelCard, path: Path) -> None:
+    """Export with dynamic batch, height and width (multiples of 32); written atomically."""
+    import torch
+
+    network = load_network(model_dir, card)
+    example = torch.zeros(1, 3, card.input_size, card.input_size)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    height = torch.export.Dim("height_32", min=1, max=256)
+    width = torch.export.Dim("width_32", min=1, max=256)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".onnx")
+    os.close(fd)
+    try:
+        log.info("exporting %s to ONNX at %s", card.name, path)
+        with _quiet_exporter():
+            torch.onnx.export(
+                network,
+                (example,),
+                temporary,
+                input_names=["image"],
+                output_names=["logits"],
+                opset_version=ONNX_OPSET,
+                dynamo=True,
+                external_data=False,
+                dynamic_shapes={"x": {0: batch, 2: 32 * height, 3: 32 * width}},
+            )
+        Path(temporary).with_suffix(".sha256").write_text(_file_sha256(Path(temporary)) + "\n")
+        # The checksum goes in first: a graph is only ever visible with its checksum beside it.
+        os.replace(Path(temporary).with_suffix(".sha256"), path.with_suffix(".sha256"))
+        os.replace(temporary, path)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+        Path(temporary).with_suffix(".sha256").unlink(missing_ok=True)

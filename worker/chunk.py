@@ -1,0 +1,264 @@
+"""One chunk of image IDs under one model version: claim, segment, write, record.
+
+Plain functions over the database, storage and the pipeline, so they are testable without a
+broker. The order makes redelivery and concurrent delivery safe:
+
+1. claim: rows still `queued` (or `processing` past the processing timeout: their worker died)
+   become `processing` with attempts+1 in one UPDATE .. RETURNING; a row another delivery has
+   claimed, or one already `done`, is not returned, so no image is processed twice at once;
+2. stream the claimed images through worker.pipeline.process_stream (fetch -> decode -> Unet ->
+   cleanup -> gate -> cutout + preview uploaded to deterministic keys, so a retry overwrites);
+3. one bulk upsert of every outcome.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from jewelcut.db import Image, Segmentation, session_scope, utcnow
+from jewelcut.logs import get_logger, log_context
+from jewelcut.settings import Settings, get_settings
+from jewelcut.sources import fetch_source
+from jewelcut.storage import Storage, cutout_key, get_storage, preview_key
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from worker.pipeline import ImageOutcome, Prediction, Segmenter
+
+log = get_logger(__name__)
+T = TypeVar("T")
+DATABASE_RETRY_DELAYS_S = (1, 2, 4, 8, 15, 30)  # rides out a Postgres restart
+
+# Result columns the upsert writes; status 'done'/'failed' and the rest come from the outcome.
+RESULT_COLUMNS = (
+    "status",
+    "decision",
+    "reason",
+    "confidence",
+    "fg_score",
+    "bg_score",
+    "mask_area",
+    "width",
+    "height",
+    "cutout_uri",
+    "preview_uri",
+    "error",
+    "finished_at",
+    "timings",
+)
+
+
+@dataclass
+class ChunkSummary:
+    chunk_id: str
+    model_version: str
+    requested: int
+    claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    accepted: int = 0
+    skipped: int = 0  # already done, claimed elsewhere, or unknown
+    seconds: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+def run_chunk(
+    image_ids: Sequence[str],
+    model_version: str,
+    *,
+    run_id: int | None = None,
+    chunk_id: str | None = None,
+    settings: Settings | None = None,
+) -> ChunkSummary:
+    """Process one chunk end to end; safe to call again with the same arguments."""
+    settings = settings or get_settings()
+    chunk_id = chunk_id or uuid.uuid4().hex
+    started = time.perf_counter()
+    summary = ChunkSummary(chunk_id, model_version, requested=len(image_ids))
+    with log_context(chunk_id=chunk_id, model_version=model_version):
+        sources = with_database_retries(lambda: claim_images(image_ids, model_version, settings))
+        summary.claimed = len(sources)
+        summary.skipped = len(set(image_ids)) - len(sources)
+        if sources:
+            outcomes = segment_images(sources, model_version, settings)
+            with_database_retries(lambda: record_outcomes(outcomes, model_version, settings))
+            _count(summary, outcomes)
+        summary.seconds = time.perf_counter() - started
+        counts = {k: v for k, v in vars(summary).items() if k not in ("chunk_id", "model_version")}
+        log.info("chunk finished", extra=counts)
+    return summary
+
+
+def claim_images(
+    image_ids: Sequence[str], model_version: str, settings: Settings
+) -> dict[str, str]:
+    """Mark the chunk's claimable rows `processing`; returns {image_id: source_uri} of those."""
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.processing_timeout_s)
+    claimable = or_(
+        Segmentation.status == "queued",
+        (Segmentation.status == "processing") & (Segmentation.started_at < stale),
+    )
+    claim = (
+        update(Segmentation)
+        .where(
+            Segmentation.model_version == model_version,
+            Segmentation.image_id.in_(list(set(image_ids))),
+            claimable,
+        )
+        .values(status="processing", attempts=Segmentation.attempts + 1, started_at=now)
+        .returning(Segmentation.image_id)
+        .execution_options(synchronize_session=False)
+    )
+    with session_scope(settings.resolved_database_url) as session:
+        claimed = list(session.scalars(claim))
+        if not claimed:
+            return {}
+        rows = session.execute(select(Image.id, Image.source_uri).where(Image.id.in_(claimed)))
+        return {image_id: source_uri for image_id, source_uri in rows}
+
+
+def segment_images(
+    sources: dict[str, str], model_version: str, settings: Settings
+) -> list[ImageOutcome]:
+    """Stream the images through the pipeline; one outcome per image, failures included."""
+    from worker.pipeline import process_stream
+
+    segmenter = get_segmenter(model_version, settings)
+    storage = get_storage(settings)
+
+    def read(image_id: str) -> bytes:
+        return fetch_source(sources[image_id], settings)
+
+    def write(image_id: str, rgb: np.ndarray, prediction: Prediction) -> dict[str, str]:
+        return write_artifacts(storage, model_version, image_id, rgb, prediction)
+
+    outcomes = []
+    for outcome in process_stream(segmenter, list(sources), read, write, settings.io_threads):
+        if outcome.status == "failed":
+            log.warning(
+                "image failed",
+                extra={"image_id": outcome.key, "reason": outcome.reason, "error": outcome.error},
+            )
+        outcomes.append(outcome)
+    return outcomes
+
+
+def write_artifacts(
+    storage: Storage, model_version: str, image_id: str, rgb: np.ndarray, prediction: Prediction
+) -> dict[str, str]:
+    """Upload the cutout (accepted only) and the preview a person is shown; returns their URIs."""
+    from worker.cutout import encode_cutout_png, encode_preview_jpeg
+
+    height, width = rgb.shape[:2]
+    artifacts: dict[str, str] = {}
+    alpha = prediction.alpha(height, width) if prediction.accepted else None
+    if alpha is not None:
+        artifacts["cutout_uri"] = storage.put(
+            cutout_key(model_version, image_id), encode_cutout_png(rgb, alpha), "image/png"
+        )
+    artifacts["preview_uri"] = storage.put(
+        preview_key(model_version, image_id), encode_preview_jpeg(rgb, alpha), "image/jpeg"
+    )
+    return artifacts
+
+
+def record_outcomes(
+    outcomes: Sequence[ImageOutcome], model_version: str, settings: Settings
+) -> None:
+    """One bulk upsert of the chunk's results."""
+    if not outcomes:
+        return
+    finished_at = utcnow()
+    rows = [_result_row(outcome, model_version, finished_at) for outcome in outcomes]
+    with session_scope(settings.resolved_database_url) as session:
+        insert = _insert_for(session)
+        statement = insert(Segmentation).values(rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=["image_id", "model_version"],
+            set_={column: statement.excluded[column] for column in RESULT_COLUMNS},
+        )
+        session.execute(statement)
+
+
+def _result_row(outcome: ImageOutcome, model_version: str, finished_at: Any) -> dict[str, Any]:
+    return {
+        "image_id": outcome.key,
+        "model_version": model_version,
+        "status": outcome.status,
+        "decision": outcome.decision,
+        "reason": outcome.reason,
+        "confidence": outcome.confidence,
+        "fg_score": outcome.fg_score,
+        "bg_score": outcome.bg_score,
+        "mask_area": outcome.mask_area,
+        "width": outcome.width,
+        "height": outcome.height,
+        "cutout_uri": outcome.artifacts.get("cutout_uri"),
+        "preview_uri": outcome.artifacts.get("preview_uri"),
+        "error": outcome.error,
+        "finished_at": finished_at,
+        "timings": {stage: round(seconds, 6) for stage, seconds in outcome.timings.items()},
+    }
+
+
+def _insert_for(session: Session) -> Callable[..., Any]:
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def _count(summary: ChunkSummary, outcomes: Sequence[ImageOutcome]) -> None:
+    for outcome in outcomes:
+        if outcome.status == "done":
+            summary.done += 1
+            summary.accepted += outcome.decision == "accepted"
+        else:
+            summary.failed += 1
+            reason = outcome.reason or "unknown"
+            summary.failures[reason] = summary.failures.get(reason, 0) + 1
+
+
+def with_database_retries(action: Callable[[], T]) -> T:
+    """Run `action`, retrying while the database is unreachable (a restart, a failover)."""
+    for delay in DATABASE_RETRY_DELAYS_S:
+        try:
+            return action()
+        except OperationalError as error:
+            log.warning("database unavailable; retrying in %ss", delay, extra={"error": str(error)})
+            time.sleep(delay)
+    return action()
+
+
+# --------------------------------------------------------------- one Segmenter per process ---
+
+_segmenters: dict[tuple[str, ...], Segmenter] = {}
+_segmenters_lock = threading.Lock()
+
+
+def get_segmenter(model_version: str, settings: Settings) -> Segmenter:
+    """The process's Segmenter for this version, loaded once (lazily), not per chunk."""
+    from worker.pipeline import Segmenter
+    from worker.registry import resolve_model_dir
+
+    cache_key = (model_version, str(settings.models_dir), settings.device, settings.backend)
+    with _segmenters_lock:
+        segmenter = _segmenters.get(cache_key)
+        if segmenter is None:
+            model_dir = resolve_model_dir(model_version, settings)
+            segmenter = Segmenter.from_settings(settings, model_dir)
+            segmenter.load()
+            _segmenters[cache_key] = segmenter
+            log.info("model loaded", extra={"model_dir": str(model_dir)})
+        return segmenter

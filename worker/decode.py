@@ -1,0 +1,135 @@
+"""Safe decoding: bytes -> RGB uint8 (H, W, 3) with EXIF orientation applied, or ImageFailure.
+
+Only JPEG, PNG and WebP are taken. The header is read first: the format, the pixel count
+(decompression bombs are refused before any pixel is decoded) and the minimum side are checked
+there. Grey, CMYK, palette, 16-bit and alpha images all come out as RGB; transparent pixels are
+composited on white, which is how a marketplace shows such a photo.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from jewelcut.errors import ImageFailure
+
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP"})  # MPO: multi-picture JPEG (cameras)
+
+# Formats that Pillow cannot identify but that we can name precisely, by their first bytes.
+_KNOWN_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF", "PDF"),
+    (b"<svg", "SVG"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+)
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"avif")
+
+
+def decode_image(data: bytes, *, max_pixels: int = 40_000_000, min_side: int = 32) -> np.ndarray:
+    """Decode one photo; raises ImageFailure(decode_error | unsupported_format | too_large |
+    too_small)."""
+    if not data:
+        raise ImageFailure("decode_error", "empty file (0 bytes)")
+    image = _open(data)
+    _check_header(image, max_pixels=max_pixels, min_side=min_side)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's EXIF/ICC chatter is not the caller's concern
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+            return to_rgb(image)
+    except ImageFailure:
+        raise
+    except Exception as error:  # Pillow raises OSError, ValueError, SyntaxError, struct.error...
+        raise ImageFailure(
+            "decode_error", f"{image.format} could not be decoded: {error}"
+        ) from error
+
+
+def _open(data: bytes) -> Image.Image:
+    named = _sniff_unsupported(data)
+    if named:
+        raise ImageFailure("unsupported_format", f"{named} is not a supported image format")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as error:
+        raise ImageFailure("decode_error", f"not an image ({_describe(data)})") from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageFailure("too_large", str(error)) from error
+    except Exception as error:
+        raise ImageFailure("decode_error", f"unreadable image header: {error}") from error
+
+
+def _check_header(image: Image.Image, *, max_pixels: int, min_side: int) -> None:
+    if image.format not in ACCEPTED_FORMATS:
+        raise ImageFailure("unsupported_format", f"{image.format} is not JPEG, PNG or WebP")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageFailure(
+            "too_large", f"{width}x{height} = {width * height} pixels, over {max_pixels}"
+        )
+    if min(width, height) < min_side:
+        raise ImageFailure("too_small", f"{width}x{height}, under {min_side} pixels on a side")
+
+
+def _sniff_unsupported(data: bytes) -> str | None:
+    head = data[:512].lstrip()
+    for signature, name in _KNOWN_SIGNATURES:
+        if head.startswith(signature):
+            return name
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return "HEIF/AVIF"
+    lowered = head.lower()
+    if lowered.startswith(b"<?xml") and b"<svg" in lowered:
+        return "SVG"
+    return None
+
+
+def _describe(data: bytes) -> str:
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "an HTML page"
+    if all(32 <= byte < 127 or byte in b"\r\n\t" for byte in data[:64]):
+        return "text"
+    return f"unknown content starting {data[:8].hex()}"
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> RGB uint8 array."""
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _high_depth_grey_to_rgb(np.asarray(image))
+    if mode == "P":
+        has_alpha = "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    elif mode in ("LA", "PA", "La", "RGBa"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        return _composite_on_white(np.asarray(image))
+    if image.mode != "RGB":
+        image = image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
+def _high_depth_grey_to_rgb(values: np.ndarray) -> np.ndarray:
+    values = values.astype(np.float32)
+    top = float(values.max()) if values.size else 0.0
+    # 16-bit data spans 0..65535; 32-bit "I" images from 16-bit files do too; else stretch.
+    scale = 255.0 / (65535.0 if top > 255 and top <= 65535 else max(top, 255.0))
+    grey = np.clip(values * scale + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    alpha = rgba[:, :, 3:4].astype(np.uint16)
+    if int(alpha.min()) == 255:
+        return np.ascontiguousarray(rgba[:, :, :3])
+    rgb = rgba[:, :, :3].astype(np.uint16)
+    blended = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return blended.astype(np.uint8)

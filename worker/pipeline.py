@@ -1,0 +1,391 @@
+"""The streaming image pipeline shared by the Celery worker and the folder CLI.
+
+    read (I/O threads) -> decode + preprocess (I/O threads) -> batch by shape
+    -> inference (calling thread) -> cleanup + gate + write (I/O threads) -> ImageOutcome
+
+Queues are bounded (a window of images in flight), so memory stays flat on any stream length.
+One failing image becomes a failed outcome with a reason; the stream goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from jewelcut.errors import ImageFailure
+from worker.cleanup import clean_mask
+from worker.decode import decode_image
+from worker.gate import GateResult, GateThresholds, score_and_gate
+from worker.model import ModelCard
+from worker.preprocess import PreparedImage, Preprocessor, crop_to_image
+
+if TYPE_CHECKING:
+    from jewelcut.settings import Settings
+    from worker.backends import InferenceBackend
+
+log = logging.getLogger(__name__)
+
+ReadFn = Callable[[str], bytes]
+WriteFn = Callable[[str, np.ndarray, "Prediction"], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model said about one photo, at network resolution (padding cropped)."""
+
+    probability: np.ndarray  # float32 (h, w), sigmoid of the logits
+    mask: np.ndarray  # bool (h, w), cleaned
+    gate: GateResult
+
+    @property
+    def accepted(self) -> bool:
+        return self.gate.decision == "accepted"
+
+    def alpha(self, height: int, width: int) -> np.ndarray:
+        """The cutout's alpha (uint8) at the photo's full size, with soft edges."""
+        from worker.cutout import full_resolution_alpha
+
+        return full_resolution_alpha(self.probability, self.mask, height, width)
+
+
+@dataclass
+class ImageOutcome:
+    key: str
+    status: Literal["done", "failed"]
+    decision: str | None = None
+    reason: str | None = None  # rejection reason, or failure reason when failed
+    confidence: float | None = None
+    fg_score: float | None = None
+    bg_score: float | None = None
+    mask_area: float | None = None
+    width: int | None = None
+    height: int | None = None
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, key: str, failure: ImageFailure, **extra: Any) -> ImageOutcome:
+        return cls(key=key, status="failed", reason=failure.reason, error=str(failure), **extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Segmenter:
+    """One model version ready to segment photos. Cheap to create; `load()` builds the backend."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        device: str = "auto",
+        backend: str = "auto",
+        batch_size: int = 0,
+        cache_dir: Path | None = None,
+        max_pixels: int = 40_000_000,
+        min_side: int = 32,
+        threads: int | None = None,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.card = ModelCard.read(self.model_dir)
+        self.device = device
+        self.backend_name = backend
+        self.requested_batch_size = batch_size
+        self.cache_dir = cache_dir
+        self.max_pixels = max_pixels
+        self.min_side = min_side
+        self.threads = threads
+        self.preprocess = Preprocessor(self.card.input_size, self.card.mean, self.card.std)
+        self._backend: InferenceBackend | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model_dir: Path | None = None) -> Segmenter:
+        """`model_dir` is a resolved model version; None takes the shipped default."""
+        from worker.model import default_model_dir
+
+        return cls(
+            model_dir or default_model_dir(settings.models_dir),
+            device=settings.device,
+            backend=settings.backend,
+            batch_size=settings.batch_size,
+            cache_dir=settings.resolved_model_cache_dir,
+            max_pixels=settings.max_pixels,
+            min_side=settings.min_side,
+        )
+
+    @property
+    def thresholds(self) -> GateThresholds:
+        return self.card.gate.thresholds()
+
+    @property
+    def model_version(self) -> str:
+        return self.card.name
+
+    @property
+    def backend(self) -> InferenceBackend:
+        return self.load()
+
+    @property
+    def batch_size(self) -> int:
+        return self.load().batch_size
+
+    def load(self) -> InferenceBackend:
+        """Build the backend (verifies the weights' sha256; may export ONNX). Idempotent."""
+        if self._backend is None:
+            from worker.backends import make_backend
+
+            self._backend = make_backend(
+                self.card,
+                self.model_dir,
+                device=self.device,
+                backend=self.backend_name,
+                cache_dir=self.cache_dir,
+                batch_size=self.requested_batch_size,
+                threads=self.threads,
+            )
+        return self._backend
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return decode_image(data, max_pixels=self.max_pixels, min_side=self.min_side)
+
+    def infer(self, prepared: list[PreparedImage]) -> list[np.ndarray]:
+        """Probabilities at network resolution for images of the same padded shape."""
+        batch = np.stack([item.tensor for item in prepared])
+        probabilities = self.load().predict(batch)
+        return [crop_to_image(p, item) for p, item in zip(probabilities, prepared, strict=True)]
+
+    def finish(self, probability: np.ndarray) -> Prediction:
+        """Cleanup and gate one probability map."""
+        mask = clean_mask(probability)
+        return Prediction(probability, mask, score_and_gate(probability, mask, self.thresholds))
+
+    def predict(self, images: list[np.ndarray]) -> list[Prediction]:
+        """Segment RGB uint8 photos synchronously (any sizes; batched by padded shape)."""
+        prepared = [self.preprocess(image) for image in images]
+        probabilities: list[np.ndarray | None] = [None] * len(images)
+        for indices in _group_by_shape(prepared).values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start : start + self.batch_size]
+                for index, p in zip(chunk, self.infer([prepared[i] for i in chunk]), strict=True):
+                    probabilities[index] = p
+        return [self.finish(p) for p in probabilities if p is not None]
+
+
+def _group_by_shape(prepared: list[PreparedImage]) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, item in enumerate(prepared):
+        groups.setdefault(item.padded_shape, []).append(index)
+    return groups
+
+
+@dataclass
+class _Decoded:
+    key: str
+    rgb: np.ndarray
+    prepared: PreparedImage
+    timings: dict[str, float]
+
+
+def process_stream(
+    segmenter: Segmenter,
+    keys: Iterable[str],
+    read: ReadFn,
+    write: WriteFn,
+    io_threads: int = 8,
+) -> Iterator[ImageOutcome]:
+    """Segment every key's photo; yields one ImageOutcome per key, in completion order.
+
+    `read(key) -> bytes` and `write(key, rgb, prediction) -> artifacts` run in I/O threads and
+    may raise ImageFailure (any other exception fails that image as fetch_error/processing_error).
+    """
+    stream = _Stream(segmenter, read, write, io_threads)
+    try:
+        yield from stream.run(iter(keys))
+    finally:
+        stream.close()
+
+
+class _Stream:
+    """The moving parts of one process_stream call."""
+
+    def __init__(self, segmenter: Segmenter, read: ReadFn, write: WriteFn, io_threads: int) -> None:
+        self.segmenter = segmenter
+        self.read = read
+        self.write = write
+        self.batch_size = segmenter.batch_size  # loads the backend up front
+        self.window = max(2 * self.batch_size, io_threads) + io_threads
+        self.decoding: set[Future[_Decoded | ImageOutcome]] = set()
+        self.finishing: set[Future[ImageOutcome]] = set()
+        self.ready: dict[tuple[int, int], list[_Decoded]] = {}
+        self.ready_count = 0
+        self.io_pool = ThreadPoolExecutor(io_threads, thread_name_prefix="jewelcut-io")
+        self.finish_pool = ThreadPoolExecutor(io_threads, thread_name_prefix="jewelcut-finish")
+
+    def close(self) -> None:
+        for future in self.decoding | self.finishing:
+            future.cancel()
+        self.io_pool.shutdown(wait=True, cancel_futures=True)
+        self.finish_pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, keys: Iterator[str]) -> Iterator[ImageOutcome]:
+        exhausted = False
+        while True:
+            exhausted = exhausted or self._top_up(keys)
+            yield from self._harvest_finished()
+            yield from self._harvest_decoded()
+            bucket = self._next_bucket(flush=exhausted and not self.decoding)
+            if bucket is not None:
+                self._infer(bucket)
+                continue
+            if exhausted and not self.decoding and not self.finishing and not self.ready_count:
+                return
+            wait(self.decoding | self.finishing, return_when=FIRST_COMPLETED)
+
+    def _in_flight(self) -> int:
+        return len(self.decoding) + self.ready_count + len(self.finishing)
+
+    def _top_up(self, keys: Iterator[str]) -> bool:
+        """Submit reads while the window has room; True once the keys are exhausted."""
+        while self._in_flight() < self.window:
+            key = next(keys, None)
+            if key is None:
+                return True
+            self.decoding.add(self.io_pool.submit(self._read_and_decode, key))
+        return False
+
+    def _harvest_decoded(self) -> Iterator[ImageOutcome]:
+        done = {future for future in self.decoding if future.done()}
+        self.decoding -= done
+        for future in done:
+            result = future.result()
+            if isinstance(result, ImageOutcome):
+                yield result
+                continue
+            self.ready.setdefault(result.prepared.padded_shape, []).append(result)
+            self.ready_count += 1
+
+    def _harvest_finished(self) -> Iterator[ImageOutcome]:
+        done = {future for future in self.finishing if future.done()}
+        self.finishing -= done
+        for future in done:
+            yield future.result()
+
+    def _next_bucket(self, flush: bool) -> list[_Decoded] | None:
+        """A full batch of one shape; or, when flushing or the window is full, the largest one."""
+        if not self.ready:
+            return None
+        shape, items = max(self.ready.items(), key=lambda entry: len(entry[1]))
+        window_full = self.ready_count + len(self.decoding) >= self.window - len(self.finishing)
+        if len(items) < self.batch_size and not flush and not window_full:
+            return None
+        bucket, rest = items[: self.batch_size], items[self.batch_size :]
+        if rest:
+            self.ready[shape] = rest
+        else:
+            del self.ready[shape]
+        self.ready_count -= len(bucket)
+        return bucket
+
+    def _infer(self, bucket: list[_Decoded]) -> None:
+        started = time.perf_counter()
+        probabilities = self._infer_or_fail_singly(bucket)
+        per_image = (time.perf_counter() - started) / len(bucket)
+        for item, probability in zip(bucket, probabilities, strict=True):
+            item.timings["infer"] = per_image
+            self.finishing.add(self.finish_pool.submit(self._finish, item, probability))
+
+    def _infer_or_fail_singly(self, bucket: list[_Decoded]) -> list[np.ndarray | ImageFailure]:
+        try:
+            return list(self.segmenter.infer([item.prepared for item in bucket]))
+        except Exception:
+            if len(bucket) == 1:
+                log.exception("inference failed", extra={"image": bucket[0].key})
+                return [ImageFailure("processing_error", "inference failed")]
+            log.warning("batch inference failed; retrying one by one", exc_info=True)
+            results: list[np.ndarray | ImageFailure] = []
+            for item in bucket:
+                results.extend(self._infer_or_fail_singly([item]))
+            return results
+
+    def _read_and_decode(self, key: str) -> _Decoded | ImageOutcome:
+        timings: dict[str, float] = {}
+        try:
+            with _timed(timings, "read"):
+                data = _call_read(self.read, key)
+            with _timed(timings, "decode"):
+                rgb = self.segmenter.decode(data)
+            with _timed(timings, "preprocess"):
+                prepared = self.segmenter.preprocess(rgb)
+        except ImageFailure as failure:
+            log.info("image failed: %s", failure, extra={"image": key, "reason": failure.reason})
+            return ImageOutcome.failed(key, failure, timings=timings)
+        except Exception as error:
+            log.exception("image failed", extra={"image": key})
+            failure = ImageFailure("processing_error", f"{type(error).__name__}: {error}")
+            return ImageOutcome.failed(key, failure, timings=timings)
+        return _Decoded(key, rgb, prepared, timings)
+
+    def _finish(self, item: _Decoded, probability: np.ndarray | ImageFailure) -> ImageOutcome:
+        height, width = item.rgb.shape[:2]
+        timings = item.timings
+        size = {"width": width, "height": height}
+        if isinstance(probability, ImageFailure):
+            return ImageOutcome.failed(item.key, probability, timings=timings, **size)
+        try:
+            with _timed(timings, "cleanup"):
+                prediction = self.segmenter.finish(probability)
+            with _timed(timings, "write"):
+                artifacts = self.write(item.key, item.rgb, prediction)
+        except ImageFailure as failure:
+            log.warning("image failed: %s", failure, extra={"image": item.key})
+            return ImageOutcome.failed(item.key, failure, timings=timings, **size)
+        except Exception as error:
+            log.exception("image failed while writing", extra={"image": item.key})
+            failure = ImageFailure("processing_error", f"{type(error).__name__}: {error}")
+            return ImageOutcome.failed(item.key, failure, timings=timings, **size)
+        gate = prediction.gate
+        return ImageOutcome(
+            key=item.key,
+            status="done",
+            decision=gate.decision,
+            reason=gate.reason,
+            confidence=gate.confidence,
+            fg_score=gate.fg_score,
+            bg_score=gate.bg_score,
+            mask_area=gate.mask_area,
+            width=width,
+            height=height,
+            timings=timings,
+            artifacts=artifacts,
+        )
+
+
+def _call_read(read: ReadFn, key: str) -> bytes:
+    try:
+        return read(key)
+    except ImageFailure:
+        raise
+    except Exception as error:
+        raise ImageFailure("fetch_error", f"{type(error).__name__}: {error}") from error
+
+
+class _timed:
+    """Adds the seconds spent in a block to timings[stage]."""
+
+    def __init__(self, timings: dict[str, float], stage: str) -> None:
+        self.timings = timings
+        self.stage = stage
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *_: object) -> None:
+        self.timings[self.stage] = time.perf_counter() - self.started

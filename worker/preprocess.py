@@ -1,0 +1,71 @@
+"""Photo -> network input and back.
+
+The photo is resized so its longer side is the card's `input_size` (aspect kept), normalised
+with the card's mean/std and padded at the bottom and right to a multiple of 32 (the Unet's
+stride). The network's output is cropped back to the resized photo ("network resolution"):
+cleanup and the gate work there; only the cutout's alpha goes up to the photo's full size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+STRIDE = 32
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    tensor: np.ndarray  # float32 (3, padded_h, padded_w), normalised
+    height: int  # resized photo inside the tensor (network resolution)
+    width: int
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        return int(self.tensor.shape[1]), int(self.tensor.shape[2])
+
+
+def network_size(height: int, width: int, input_size: int) -> tuple[int, int]:
+    """(h, w) of the resized photo: longer side = input_size, aspect kept, at least 1 pixel."""
+    scale = input_size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def padded(size: int) -> int:
+    return -(-size // STRIDE) * STRIDE
+
+
+class Preprocessor:
+    """Resizes, normalises and pads RGB uint8 photos for one model card."""
+
+    def __init__(
+        self,
+        input_size: int,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+    ) -> None:
+        if input_size % STRIDE:
+            raise ValueError(f"input_size {input_size} is not a multiple of {STRIDE}")
+        self.input_size = input_size
+        # x/255 - mean) / std folded into one multiply-add per pixel.
+        std_array = np.asarray(std, np.float32)
+        self._scale = (1.0 / (255.0 * std_array)).astype(np.float32)
+        self._offset = (-np.asarray(mean, np.float32) / std_array).astype(np.float32)
+
+    def __call__(self, rgb: np.ndarray) -> PreparedImage:
+        height, width = network_size(rgb.shape[0], rgb.shape[1], self.input_size)
+        shrinking = height < rgb.shape[0]
+        # INTER_AREA averages: a thin chain fades instead of vanishing between samples.
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        resized = cv2.resize(rgb, (width, height), interpolation=interpolation)
+        normalised = resized.astype(np.float32) * self._scale + self._offset
+        tensor = np.zeros((3, padded(height), padded(width)), np.float32)
+        tensor[:, :height, :width] = normalised.transpose(2, 0, 1)
+        return PreparedImage(tensor, height, width)
+
+
+def crop_to_image(probability: np.ndarray, prepared: PreparedImage) -> np.ndarray:
+    """Network output (padded_h, padded_w) -> the resized photo's region (height, width)."""
+    return np.ascontiguousarray(probability[: prepared.height, : prepared.width])
