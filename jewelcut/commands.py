@@ -68,21 +68,26 @@ def enqueue(
     configure_logging(settings)
     ids, total = _image_ids(image_ids or [], file)
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("enqueue", total=total)
-        summary = enqueue_images(
-            ids,
-            settings,
-            model_version=model_version,
-            force=force,
-            on_batch=lambda n: progress.advance(task, n),
-        )
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("enqueue", total=total)
+            summary = enqueue_images(
+                ids,
+                settings,
+                model_version=model_version,
+                force=force,
+                on_batch=lambda n: progress.advance(task, n),
+            )
+    except (LookupError, FileNotFoundError) as error:  # no such model version
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(code=2) from error
     console.print(
         f"run {summary.run_id} ({summary.model_version}): {summary.requested} IDs, "
         f"{summary.queued} queued, {summary.reset} reset, "
         f"{summary.already_recorded} already recorded, {summary.unknown} unknown; "
         f"{summary.chunks} chunks sent to the priority queue"
-        + (" (run in-process: embedded mode)" if settings.embedded else "")
+        + (" (run in-process: embedded mode)" if settings.embedded else ""),
+        soft_wrap=True,
     )
     if summary.unknown and not summary.sent:
         raise typer.Exit(code=1)
@@ -91,13 +96,20 @@ def enqueue(
 def _image_ids(arguments: list[str], file: Path | None) -> tuple[Iterator[str], int | None]:
     """The IDs to enqueue and how many there are (None when read from stdin)."""
     if file is not None:
-        lines = file.read_text().splitlines()
-        return iter(lines), len(lines)
+        with file.open() as handle:
+            total = sum(1 for _ in handle)
+        return _lines(file), total
     if arguments == ["-"]:
         return (line for line in sys.stdin), None
     if not arguments:
         raise typer.BadParameter("give image IDs, --file F, or '-' to read stdin")
     return iter(arguments), len(arguments)
+
+
+def _lines(path: Path) -> Iterator[str]:
+    """A file's lines, streamed (a list of millions of IDs never sits in memory at once)."""
+    with path.open() as handle:
+        yield from handle
 
 
 def worker(
@@ -117,6 +129,7 @@ def worker(
     elif device:
         os.environ["JEWELCUT_DEVICE"] = device
     from jewelcut.logs import configure_logging
+    from jewelcut.metrics import serve_metrics
     from jewelcut.queue import configure_app
     from jewelcut.settings import get_settings, reset_settings_cache
 
@@ -125,12 +138,13 @@ def worker(
     if settings.embedded:
         raise typer.BadParameter("no broker configured (JEWELCUT_BROKER_URL): nothing to consume")
     configure_logging(settings)
+    serve_metrics(settings.metrics_port)
     app = configure_app(settings)
     if preload:
         _preload_model(settings)
     hostname = f"gpu{gpu}@{socket.gethostname()}" if gpu is not None else None
     argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}"]
-    argv += [f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    argv += [f"--loglevel={loglevel}", "--without-gossip", "--without-mingle", "--task-events"]
     argv += [f"--hostname={hostname}"] if hostname else []
     app.worker_main(argv)
 

@@ -100,5 +100,5 @@ def configure_logging(settings: Settings | None = None) -> None:
     handler.setFormatter(JsonFormatter() if settings.log_json else KeyValueFormatter())
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "onnxscript", "onnx_ir"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

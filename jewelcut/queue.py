@@ -37,14 +37,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url or "memory://",
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            # Consume queues in the order a worker lists them (priority before bulk), not in turn.
+            "queue_order_strategy": "priority",
+        },
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_ignore_result": True,  # results live in Postgres
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_prefetch_multiplier": 1,
-        "worker_hijack_root_logger": False,
+        "worker_hijack_root_logger": False,  # jewelcut.logs owns the root logger
+        "worker_redirect_stdouts": False,
         "task_default_queue": BULK_QUEUE,
         "task_create_missing_queues": True,
         "task_routes": {
@@ -105,6 +110,8 @@ def send_chunk(
 
         run_chunk(list(image_ids), model_version, run_id=run_id, settings=settings)
         return None
+    if app.conf.broker_url != settings.broker_url:
+        configure_app(settings)
     result = app.send_task(CHUNK_TASK, args=args, queue=queue)
     return result.id
 

@@ -1,13 +1,14 @@
 """The nightly backfill: walk the catalogue, record `queued` rows and enqueue chunks.
 
 The walk is keyset-paginated over images.id (never OFFSET): each page is a range scan of the
-primary key after the cursor, left-joined to the segmentations row for the model version. An
-image is to do when it has no row for that version (a new model version means reprocessing) or
-when its row is still `queued` by this very run (a run that crashed after recording the row and
-before sending it). Rows are inserted with ON CONFLICT DO NOTHING and committed before their
-chunk is sent (embedded mode runs the task in-process, on the same database); the cursor in the
-runs table moves only after the chunk is sent, so a crashed run, resumed, sends what it had not
-sent and nothing it had. A redelivered chunk is harmless anyway: the worker skips done rows.
+primary key after the cursor, with one primary-key probe of segmentations per image. An image
+is to do when it has no row for the model version (a new version means reprocessing) or when
+its row is still `queued` by this very run (recorded, then the run crashed before sending it).
+A page's rows are inserted with ON CONFLICT DO NOTHING and committed before its chunks are sent
+(embedded mode runs the task in-process, on the same database), one page ahead in a background
+thread. The cursor in the runs table moves only after a chunk is sent, so a crashed run,
+resumed, sends what it had not sent and nothing it had. A redelivered chunk is harmless anyway:
+the worker skips done rows and rows another delivery holds.
 
 Backpressure: before each chunk the run waits while the bulk queue holds more than
 settings.backfill_max_queued_chunks messages (0 turns it off).
@@ -16,22 +17,24 @@ settings.backfill_max_queued_chunks messages (0 turns it off).
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, and_, func, select, text, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import Select, and_, case, func, literal, select, text, update
+from sqlalchemy.engine import Connection, Engine
 
 from jewelcut.db import Image, Run, Segmentation, get_engine, utcnow
+from jewelcut.logs import get_logger
 from jewelcut.settings import Settings
 from producer.queueing import ChunkQueue, bulk_queue
-from producer.sql import insert_ignore_statement
+from producer.sql import insert_ignore_many
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 BACKPRESSURE_POLL_S = 1.0
 
@@ -70,7 +73,13 @@ class BackfillResult:
 @dataclass
 class _Page:
     ids: list[str]  # every image ID of the page, in key order
-    todo: list[str]  # those to enqueue
+    todo: list[str]  # those to enqueue (already recorded as queued, unless a dry run)
+    end: str  # the page counts as handled through this ID (its last, or where the limit hit)
+    last: bool  # no page follows: the catalogue or the limit ends here
+
+    @property
+    def scanned(self) -> int:
+        return bisect_right(self.ids, self.end)
 
 
 def run_backfill(
@@ -91,16 +100,17 @@ def run_backfill(
         return _dry_run(engine, settings, options, model_version, on_start, on_progress)
     queue = queue or bulk_queue(settings)
     _ensure_model_version(settings, model_version)
-    with backfill_lock(engine, model_version):
+    with backfill_lock(engine, model_version) as run_connection:
         run_id, cursor = _start_or_resume(engine, model_version, options)
         result = BackfillResult(model_version, run_id, resumed_from=cursor, cursor=cursor)
         if on_start:
             on_start(result)
         started = time.perf_counter()
         try:
-            _walk(engine, settings, options, queue, result, on_progress)
+            _walk(engine, run_connection, settings, options, queue, result, on_progress)
         except BaseException:
-            _finish_run(engine, run_id, "failed")
+            with suppress(Exception):  # the database may be what failed: keep the first error
+                _finish_run(engine, run_id, "failed")
             raise
         finally:
             result.seconds = time.perf_counter() - started
@@ -121,62 +131,97 @@ def run_backfill(
 
 def _walk(
     engine: Engine,
+    run_connection: Connection,
     settings: Settings,
     options: BackfillOptions,
     queue: ChunkQueue,
     result: BackfillResult,
     on_progress: Callable[[int], None] | None,
 ) -> None:
-    budget = options.limit
-    for page in _pages(engine, settings.backfill_page_size, result, options.since):
-        todo = page.todo if budget is None else page.todo[: budget - result.enqueued]
-        if todo:
-            _record_queued(engine, todo, result.model_version, result.run_id)
-        handled = 0
-        for chunk in _chunks(todo, settings.chunk_size):
-            result.waited_s += _wait_for_room(queue, settings.backfill_max_queued_chunks)
-            queue.send(chunk, result.model_version, result.run_id)
-            _advance(engine, result, cursor=chunk[-1], enqueued=len(chunk), chunks=1)
-            log.debug(
-                "chunk enqueued",
-                extra={
-                    "run_id": result.run_id,
-                    "chunk": result.chunks,
-                    "first_image_id": chunk[0],
-                    "last_image_id": chunk[-1],
-                    "images": len(chunk),
-                },
-            )
-            if on_progress:
-                scanned_through = _count_through(page.ids, chunk[-1])
-                on_progress(scanned_through - handled)
-                handled = scanned_through
-        limited = budget is not None and result.enqueued >= budget
-        # A page cut short by the limit ends at its last enqueued image, not at the page's end.
-        page_end = todo[-1] if limited and todo else page.ids[-1]
-        scanned = _count_through(page.ids, page_end)
-        _advance(engine, result, cursor=page_end, skipped=scanned - len(todo))
-        result.scanned += scanned
-        if on_progress and scanned > handled:
-            on_progress(scanned - handled)
-        if limited:
-            return
+    with _Pager(engine, settings.backfill_page_size, options, result, record=True) as pager:
+        for page in pager:
+            handled = 0
+            for chunk in _chunks(page.todo, settings.chunk_size):
+                result.waited_s += _wait_for_room(queue, settings.backfill_max_queued_chunks)
+                queue.send(chunk, result.model_version, result.run_id)
+                _advance(run_connection, result, cursor=chunk[-1], enqueued=len(chunk), chunks=1)
+                log.debug(
+                    "chunk enqueued",
+                    extra={
+                        "run_id": result.run_id,
+                        "chunk": result.chunks,
+                        "first_image_id": chunk[0],
+                        "last_image_id": chunk[-1],
+                        "images": len(chunk),
+                    },
+                )
+                if on_progress:
+                    through = bisect_right(page.ids, chunk[-1])
+                    on_progress(through - handled)
+                    handled = through
+            _advance(run_connection, result, cursor=page.end, skipped=page.scanned - len(page.todo))
+            result.scanned += page.scanned
+            if on_progress and page.scanned > handled:
+                on_progress(page.scanned - handled)
 
 
-def _pages(
-    engine: Engine, page_size: int, result: BackfillResult, since: datetime | None
-) -> Iterator[_Page]:
-    """Keyset pages after result.cursor; the cursor is read again for every page."""
-    while True:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                _page_query(result.model_version, result.cursor, page_size, since, result.run_id)
-            ).all()
+class _Pager:
+    """Keyset pages after the run's cursor, each read and (unless a dry run) recorded as queued
+    one page ahead, in a background thread, while the caller sends the page before: the
+    database's insert work overlaps the sending. Rows recorded ahead and never sent (a crash)
+    carry this run's id, so the resumed run sends them."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        page_size: int,
+        options: BackfillOptions,
+        result: BackfillResult,
+        record: bool,
+    ) -> None:
+        self.engine = engine
+        self.page_size = page_size
+        self.since = options.since
+        self.model_version = result.model_version
+        self.run_id = result.run_id
+        self.start = result.cursor
+        self.remaining = options.limit  # images still to enqueue under --limit
+        self.record = record
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill-pager")
+
+    def __enter__(self) -> _Pager:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.executor.shutdown(wait=True)  # a page being recorded is finished, never torn
+
+    def __iter__(self) -> Iterator[_Page]:
+        upcoming: Future[_Page | None] = self.executor.submit(self._prepare, self.start)
+        while (page := upcoming.result()) is not None:
+            if not page.last:
+                upcoming = self.executor.submit(self._prepare, page.ids[-1])
+            yield page
+            if page.last:
+                return
+
+    def _prepare(self, after: str | None) -> _Page | None:
+        query = _page_query(self.model_version, after, self.page_size, self.since, self.run_id)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
         if not rows:
-            return
-        yield _Page([row.id for row in rows], [row.id for row in rows if row.todo])
-        if len(rows) < page_size:
-            return
+            return None
+        ids = [row.id for row in rows]
+        todo = [row.id for row in rows if row.todo]
+        last = len(rows) < self.page_size
+        end = ids[-1]
+        if self.remaining is not None:
+            if len(todo) >= self.remaining:  # the limit ends the run within this page
+                todo, last = todo[: self.remaining], True
+                end = todo[-1] if todo else end
+            self.remaining -= len(todo)
+        if todo and self.record:
+            _record_queued(self.engine, todo, self.model_version, self.run_id)
+        return _Page(ids, todo, end, last)
 
 
 def _page_query(
@@ -186,29 +231,29 @@ def _page_query(
     since: datetime | None,
     run_id: int | None,
 ) -> Select[tuple[str, bool]]:
+    """The page's image IDs and whether each is to do.
+
+    An image is to do when the correlated scalar subquery finds no row for the version (NULL),
+    or finds one that this run queued itself (1). A scalar subquery is probed per image through
+    the segmentations primary key whatever the table's size or statistics; a join or EXISTS let
+    the planner hash all of the version's rows for every page (quadratic over a night's run)."""
     images = select(Image.id).order_by(Image.id).limit(page_size)
     if cursor is not None:
         images = images.where(Image.id > cursor)
     if since is not None:
         images = images.where(Image.created_at >= since)
     page = images.subquery("page")
-    segmentation = Segmentation.__table__
-    todo = segmentation.c.image_id.is_(None)
+    segmentation = Segmentation.__table__.c
+    ours = literal(0)
     if run_id is not None:  # rows this run recorded but may not have sent before it crashed
-        todo = todo | and_(segmentation.c.status == "queued", segmentation.c.run_id == run_id)
-    return (
-        select(page.c.id, todo.label("todo"))
-        .select_from(
-            page.outerjoin(
-                segmentation,
-                and_(
-                    segmentation.c.image_id == page.c.id,
-                    segmentation.c.model_version == model_version,
-                ),
-            )
-        )
-        .order_by(page.c.id)
+        queued_by_us = and_(segmentation.status == "queued", segmentation.run_id == run_id)
+        ours = case((queued_by_us, 1), else_=0)
+    state = (
+        select(ours)
+        .where(segmentation.image_id == page.c.id, segmentation.model_version == model_version)
+        .scalar_subquery()
     )
+    return select(page.c.id, (func.coalesce(state, 1) == 1).label("todo")).order_by(page.c.id)
 
 
 def _record_queued(
@@ -227,14 +272,11 @@ def _record_queued(
         for image_id in image_ids
     ]
     with engine.begin() as connection:
-        statement = insert_ignore_statement(
-            connection, Segmentation.__table__, ["image_id", "model_version"]
-        )
-        connection.execute(statement, rows)
+        insert_ignore_many(connection, Segmentation.__table__, ["image_id", "model_version"], rows)
 
 
 def _advance(
-    engine: Engine,
+    run_connection: Connection,
     result: BackfillResult,
     cursor: str,
     enqueued: int = 0,
@@ -242,17 +284,16 @@ def _advance(
     skipped: int = 0,
 ) -> None:
     """Commit the run's cursor and counts: everything up to `cursor` has been handled."""
-    with engine.begin() as connection:
-        connection.execute(
-            update(Run)
-            .where(Run.id == result.run_id)
-            .values(
-                cursor=cursor,
-                enqueued=Run.enqueued + enqueued,
-                chunks=Run.chunks + chunks,
-                skipped=Run.skipped + skipped,
-            )
+    run_connection.execute(
+        update(Run)
+        .where(Run.id == result.run_id)
+        .values(
+            cursor=cursor,
+            enqueued=Run.enqueued + enqueued,
+            chunks=Run.chunks + chunks,
+            skipped=Run.skipped + skipped,
         )
+    )
     result.cursor = cursor
     result.enqueued += enqueued
     result.chunks += chunks
@@ -262,11 +303,6 @@ def _advance(
 def _chunks(image_ids: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(image_ids), size):
         yield image_ids[start : start + size]
-
-
-def _count_through(ids: list[str], last: str) -> int:
-    """How many of the page's (sorted) ids are <= last."""
-    return next((i for i in range(len(ids) - 1, -1, -1) if ids[i] <= last), -1) + 1
 
 
 def _wait_for_room(queue: ChunkQueue, max_queued_chunks: int) -> float:
@@ -344,24 +380,32 @@ def _finish_run(engine: Engine, run_id: int | None, status: str) -> None:
 
 
 @contextmanager
-def backfill_lock(engine: Engine, model_version: str) -> Iterator[None]:
-    """One backfill per model version at a time. On Postgres a session advisory lock, released by
-    the server when the holder dies, so a killed run never blocks the next one. SQLite (one
-    machine, embedded) needs none."""
-    if engine.dialect.name != "postgresql":
-        yield
-        return
-    key = int.from_bytes(hashlib.sha256(f"backfill:{model_version}".encode()).digest()[:8], "big")
-    key -= 1 << 63 if key >= 1 << 63 else 0  # a signed bigint
+def backfill_lock(engine: Engine, model_version: str) -> Iterator[Connection]:
+    """The run's own connection, in autocommit, that writes its cursor and holds its lock.
+
+    One backfill per model version at a time: on Postgres a session advisory lock, released by
+    the server when its holder dies, so a killed run never blocks the next one (SQLite, one
+    machine, needs none). Cursor commits on Postgres do not wait for the disk: a cursor lost in
+    a server crash only means its last chunks are sent again, which the worker shrugs off."""
     with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        if engine.dialect.name != "postgresql":
+            yield connection
+            return
+        key = _lock_key(f"backfill:{model_version}")
         if not connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
             raise BackfillBusy(f"another backfill for model version {model_version} is running")
-        connection.commit()
+        connection.execute(text("SET synchronous_commit TO OFF"))
         try:
-            yield
+            yield connection
         finally:
+            connection.execute(text("RESET synchronous_commit"))
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-            connection.commit()
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key for a name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 # --- dry run and helpers ---------------------------------------------------------------------
@@ -379,19 +423,15 @@ def _dry_run(
     if on_start:
         on_start(result)
     started = time.perf_counter()
-    for page in _pages(engine, settings.backfill_page_size, result, options.since):
-        todo = page.todo
-        if options.limit is not None:
-            todo = todo[: options.limit - result.enqueued]
-        result.enqueued += len(todo)
-        result.chunks += -(-len(todo) // settings.chunk_size)
-        result.scanned += len(page.ids)
-        result.skipped += len(page.ids) - len(page.todo)
-        result.cursor = page.ids[-1]
-        if on_progress:
-            on_progress(len(page.ids))
-        if options.limit is not None and result.enqueued >= options.limit:
-            break
+    with _Pager(engine, settings.backfill_page_size, options, result, record=False) as pager:
+        for page in pager:
+            result.enqueued += len(page.todo)
+            result.chunks += -(-len(page.todo) // settings.chunk_size)
+            result.scanned += page.scanned
+            result.skipped += page.scanned - len(page.todo)
+            result.cursor = page.end
+            if on_progress:
+                on_progress(page.scanned)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -10,7 +10,6 @@ same source twice changes nothing.
 from __future__ import annotations
 
 import csv
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -21,11 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from jewelcut.db import Image, get_engine, utcnow
+from jewelcut.logs import get_logger
 from jewelcut.settings import Settings
 from jewelcut.storage import LocalStorage, S3Storage, Storage, s3_client
 from producer.sql import upsert_statement
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 IMPORT_BATCH_SIZE = 2000
 MAX_ID_LENGTH = 128  # images.id is String(128)

@@ -147,10 +147,14 @@ def backfill(
     console.print(
         f"model version {result.model_version}: {verb} {result.enqueued} images in "
         f"{result.chunks} chunks, skipped {result.skipped}, scanned {result.scanned} "
-        f"in {result.seconds:.1f}s ({result.ids_per_s:,.0f} IDs/s"
+        f"in {result.seconds:.1f}s ({_rate(result.ids_per_s)} IDs/s"
         f"{f', waited {result.waited_s:.0f}s for the queue' if result.waited_s else ''})"
         + (f"; run {result.run_id}" if result.run_id else "")
     )
+
+
+def _rate(per_second: float) -> str:
+    return f"{per_second:,.0f}" if per_second >= 100 else f"{per_second:.2f}"
 
 
 # --- reaper ----------------------------------------------------------------------------------
@@ -197,7 +201,7 @@ def demo(
     from producer.demo import DEMO_SEED, run_demo
 
     run_demo(
-        get_settings(),
+        _settings(),
         images=images,
         home=out,
         seed=DEMO_SEED if seed is None else seed,

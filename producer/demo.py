@@ -9,6 +9,7 @@ as real catalogues have, to show a recorded failure beside the decisions.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ def run_demo(
     settings = demo_settings(settings, home)
     result = DemoResult(images)
     clock = time.perf_counter()
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the demo's output is its report
     upgrade(settings.resolved_database_url)
     folder = settings.storage_root / CATALOGUE_PREFIX
     write_catalogue_photos(folder, images, seed)

@@ -1,10 +1,12 @@
 """The reaper: Postgres is the source of truth, not the broker.
 
-A row still `queued` or `processing` past settings.processing_timeout_s (counted from when it was
-enqueued, or from when a worker started it) lost its message or its worker. The reaper sends it
-again on the bulk queue, unless it has already been tried settings.max_attempts times: then it
-ends `failed` with reason `too_many_attempts`, so a poison image never loops. Attempts are
-counted by the worker when it starts an image.
+A row still `processing` past settings.processing_timeout_s (from when a worker started it) lost
+its worker; a row still `queued` that long after it was enqueued lost its message, but only if
+no chunk message is waiting in the broker any more: while the queues hold messages, a queued
+row may simply be behind them, and sending it again would only pile duplicates onto a slow
+queue. The reaper sends such rows again on the bulk queue, unless they have already been tried
+settings.max_attempts times: then they end `failed` with reason `too_many_attempts`, so a
+poison image never loops. Attempts are counted by the worker when it claims an image.
 
 Rows are taken in batches (FOR UPDATE SKIP LOCKED on Postgres, so two reapers never take the same
 row), marked in the same transaction, and sent after it commits. If the reaper dies before
@@ -13,7 +15,6 @@ sending, the rows carry a fresh enqueued_at and the next pass after the deadline
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,10 +23,11 @@ from sqlalchemy import ColumnElement, Select, and_, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from jewelcut.db import Run, Segmentation, get_engine, utcnow
+from jewelcut.logs import get_logger
 from jewelcut.settings import Settings
 from producer.queueing import ChunkQueue, bulk_queue
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 REAP_BATCH_SIZE = 1000
 GAVE_UP = "too_many_attempts"
@@ -53,13 +55,18 @@ def reap(
     batch_size: int = REAP_BATCH_SIZE,
 ) -> ReapResult:
     """One pass: re-enqueue or give up on every row past its deadline. Returns the counts."""
+    from jewelcut.queue import queue_depth
+
     engine = get_engine(settings.resolved_database_url)
     queue = queue or bulk_queue(settings)
     now = now or utcnow()
     deadline = now - timedelta(seconds=settings.processing_timeout_s)
+    waiting = queue_depth(settings)  # chunk messages on the priority and bulk queues
+    if waiting:
+        log.info("queued rows not reaped: chunk messages still waiting", extra={"waiting": waiting})
     result = ReapResult()
     while True:
-        requeue, gave_up = _take_batch(engine, settings, now, deadline, batch_size)
+        requeue, gave_up = _take_batch(engine, settings, now, deadline, batch_size, not waiting)
         if not requeue and not gave_up:
             break
         result.failed += len(gave_up)
@@ -74,14 +81,21 @@ def reap(
 
 
 def _take_batch(
-    engine: Engine, settings: Settings, now: datetime, deadline: datetime, batch_size: int
+    engine: Engine,
+    settings: Settings,
+    now: datetime,
+    deadline: datetime,
+    batch_size: int,
+    include_queued: bool,
 ) -> tuple[dict[str, list[str]], list[_Stale]]:
     """Mark one batch of stale rows (queued again with enqueued_at = now, or failed) and return
     what to send. Marked rows are no longer past the deadline, so the next batch is new rows."""
     with engine.begin() as connection:
         stale = [
             _Stale(row.image_id, row.model_version, row.attempts)
-            for row in connection.execute(_stale_query(connection, deadline, batch_size))
+            for row in connection.execute(
+                _stale_query(connection, deadline, batch_size, include_queued)
+            )
         ]
         gave_up = [row for row in stale if row.attempts >= settings.max_attempts]
         requeue: dict[str, list[str]] = defaultdict(list)
@@ -98,19 +112,17 @@ def _take_batch(
     return dict(requeue), gave_up
 
 
-def _stale_query(connection: Connection, deadline: datetime, batch_size: int) -> Select:
+def _stale_query(
+    connection: Connection, deadline: datetime, batch_size: int, include_queued: bool
+) -> Select:
     segmentation = Segmentation.__table__.c
+    stale = and_(segmentation.status == "processing", segmentation.started_at < deadline)
+    if include_queued:
+        lost = or_(segmentation.enqueued_at < deadline, segmentation.enqueued_at.is_(None))
+        stale = or_(stale, and_(segmentation.status == "queued", lost))
     query = (
         select(segmentation.image_id, segmentation.model_version, segmentation.attempts)
-        .where(
-            or_(
-                and_(segmentation.status == "processing", segmentation.started_at < deadline),
-                and_(
-                    segmentation.status == "queued",
-                    or_(segmentation.enqueued_at < deadline, segmentation.enqueued_at.is_(None)),
-                ),
-            )
-        )
+        .where(stale)
         .order_by(segmentation.model_version, segmentation.image_id)
         .limit(batch_size)
     )

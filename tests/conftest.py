@@ -2,7 +2,8 @@
 
 - Postgres: a uniquely named database per session (several engineers test at once), dropped after.
 - Redis: a random empty database index, flushed after.
-- S3: a moto server subprocess on a free port, or MinIO when JEWELCUT_S3_ENDPOINT_URL is set.
+- S3: a moto server subprocess on a free port, or MinIO when JEWELCUT_S3_ENDPOINT_URL is set;
+  a bucket of the session's own, emptied before each distributed test.
 - Settings: `distributed_settings` and `embedded_settings` set the JEWELCUT_* environment for one
   test (tasks read `get_settings()`, as in production) and return the matching Settings.
 - `test_models_dir`: the shipped models/ when a default is there, else a randomly initialised
@@ -22,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -102,25 +104,41 @@ def truncate_all(database_url: str) -> None:
 # ------------------------------------------------------------------------------------ Redis ---
 
 
+REDIS_CLAIM_KEY = "jewelcut:test-session"
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A Redis database index nobody else is using, flushed after the session."""
+    """A Redis database index nobody else is using (claimed by a key), flushed after the session."""
     import redis
 
+    token = uuid.uuid4().hex
     indexes = list(range(1, 16))
     random.shuffle(indexes)
     for index in indexes:
-        client = redis.Redis.from_url(f"{REDIS_SERVER_URL}/{index}")
-        if client.dbsize() == 0:
-            client.set("jewelcut:test-session", uuid.uuid4().hex)  # claim it
-            try:
-                yield f"{REDIS_SERVER_URL}/{index}"
-            finally:
-                client.flushdb()
-                client.close()
-            return
+        url = f"{REDIS_SERVER_URL}/{index}"
+        client = redis.Redis.from_url(url)
+        if client.set(REDIS_CLAIM_KEY, token, nx=True):
+            if client.dbsize() == 1:
+                try:
+                    yield url
+                finally:
+                    client.flushdb()
+                    client.close()
+                return
+            client.delete(REDIS_CLAIM_KEY)  # not claimed, but holds somebody's data
         client.close()
-    pytest.fail("no empty Redis database index left (1..15)")
+    pytest.fail("no free Redis database index left (1..15)")
+
+
+def flush_redis(url: str) -> None:
+    """Empty the session's Redis database, keeping the session's claim on it."""
+    import redis
+
+    with contextlib.closing(redis.Redis.from_url(url)) as client:
+        token = client.get(REDIS_CLAIM_KEY)
+        client.flushdb()
+        client.set(REDIS_CLAIM_KEY, token or uuid.uuid4().hex)
 
 
 # --------------------------------------------------------------------------------------- S3 ---
@@ -180,21 +198,35 @@ def s3_server() -> Iterator[S3Server]:
             process.kill()
 
 
-@pytest.fixture(scope="session")
-def s3_bucket(s3_server: S3Server) -> str:
-    """A private bucket of this session's own (cutouts, and the photos tests put as sources)."""
+def _admin_s3_client(s3_server: S3Server) -> Any:
     import boto3
 
-    name = f"jewelcut-test-{uuid.uuid4().hex[:12]}"
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=s3_server.endpoint_url,
         aws_access_key_id=s3_server.access_key_id,
         aws_secret_access_key=s3_server.secret_access_key,
         region_name="us-east-1",
     )
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_server: S3Server) -> Iterator[str]:
+    """A private bucket of this session's own (cutouts, and the photos tests put as sources)."""
+    name = f"jewelcut-test-{uuid.uuid4().hex[:12]}"
+    client = _admin_s3_client(s3_server)
     client.create_bucket(Bucket=name)
-    return name
+    yield name
+    empty_bucket(s3_server, name)
+    client.delete_bucket(Bucket=name)
+
+
+def empty_bucket(s3_server: S3Server, bucket: str) -> None:
+    client = _admin_s3_client(s3_server)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
 
 
 # ----------------------------------------------------------------------------------- models ---
@@ -285,14 +317,14 @@ def distributed_settings(
     test_models_dir: Path,
     model_cache_dir: Path,
 ) -> Iterator[Settings]:
-    """Postgres (tables emptied), Redis (flushed) and the S3 server; the Celery app points there."""
-    import redis
+    """Postgres (tables emptied), Redis (flushed), the S3 bucket (emptied); the Celery app points
+    there."""
 
     from jewelcut.queue import configure_app
 
     truncate_all(postgres_url)
-    with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
-        client.flushdb()
+    flush_redis(redis_url)
+    empty_bucket(s3_server, s3_bucket)
     values = _common_environment(tmp_path / "data", test_models_dir, model_cache_dir)
     values |= {
         "JEWELCUT_DATABASE_URL": postgres_url,

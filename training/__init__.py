@@ -1,1 +1,1 @@
-"""Offline training: synthesis, dataset, training loop, evaluation and calibration, export, publish."""
+"""Offline training: synthesis, dataset, training loop, evaluation, export and publish."""

@@ -10,7 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 console = Console()
-train_app = typer.Typer(help="Synthesise data, train, evaluate, export and publish models.", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Synthesise data, train, evaluate, export and publish models.", no_args_is_help=True
+)
 
 PresetOption = Annotated[str | None, typer.Option(help="smoke (CI, tiny) or default.")]
 FolderList = Annotated[list[Path] | None, typer.Option()]
@@ -23,8 +25,12 @@ def register(app: typer.Typer) -> None:
 
 def progress() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=console,
     )
 
 
@@ -54,7 +60,9 @@ def synth(
     ] = None,
     objects: Annotated[list[Path] | None, typer.Option(help="Folders of RGBA cutouts.")] = None,
     skimage_photos: bool = True,
-    preview: Annotated[bool, typer.Option(help="Write OUT/preview.png, a sheet of samples.")] = False,
+    preview: Annotated[
+        bool, typer.Option(help="Write OUT/preview.png, a sheet of samples.")
+    ] = False,
     preset: PresetOption = None,
 ) -> None:
     """Write composites (images/, masks/, manifest.json); a preset writes train/, val/, heldout/."""
@@ -72,10 +80,19 @@ def synth(
         return
     s = chosen.synth
     recipes = {
-        out / "train": DataRecipe(s.train_count, s.size, s.size, s.train_seed, object_size=s.object_size, **common),
-        out / "val": DataRecipe(s.val_count, s.size, s.size, s.val_seed, object_size=s.object_size, **common),
+        out / "train": DataRecipe(
+            s.train_count, s.size, s.size, s.train_seed, object_size=s.object_size, **common
+        ),
+        out / "val": DataRecipe(
+            s.val_count, s.size, s.size, s.val_seed, object_size=s.object_size, **common
+        ),
         out / "heldout": DataRecipe(
-            s.eval_count, s.eval_height, s.eval_width, s.eval_seed, object_size=s.object_size, **common
+            s.eval_count,
+            s.eval_height,
+            s.eval_width,
+            s.eval_seed,
+            object_size=s.object_size,
+            **common,
         ),
     }
     write_sets(recipes, preview)
@@ -89,7 +106,10 @@ def write_sets(recipes: dict, preview: bool) -> None:  # dict[Path, DataRecipe]
         for folder, recipe in recipes.items():
             task = bar.add_task(f"synth {folder.name}", total=recipe.count, info="")
             manifest = write_dataset(folder, recipe, lambda task=task: bar.advance(task))
-            bar.update(task, info=f"{manifest['photo_backgrounds']} photos, {manifest['cutouts_used']} cutouts")
+            bar.update(
+                task,
+                info=f"{manifest['photo_backgrounds']} photos, {manifest['cutouts_used']} cutouts",
+            )
     for folder, recipe in recipes.items():
         console.print(f"[green]wrote[/] {recipe.count} samples to {folder}")
         if preview:
@@ -106,9 +126,13 @@ def fit(
     run_dir: Annotated[Path, typer.Argument(help="Run folder (config, checkpoints, log).")],
     config: Annotated[Path | None, typer.Option(help="YAML/JSON run config.")] = None,
     preset: PresetOption = None,
-    data: Annotated[Path | None, typer.Option(help="With a preset: folder with train/ and val/.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="With a preset: folder with train/ and val/.")
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Override the config's steps.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from RUN_DIR/checkpoints/last.pt.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from RUN_DIR/checkpoints/last.pt.")
+    ] = False,
 ) -> None:
     """Train the Unet; checkpoints every few minutes; --resume continues a stopped run."""
     fit_config = resolve_fit_config(run_dir, config, preset, data, resume)
@@ -123,7 +147,9 @@ def fit(
     )
 
 
-def resolve_fit_config(run_dir: Path, config: Path | None, preset: str | None, data: Path | None, resume: bool):
+def resolve_fit_config(
+    run_dir: Path, config: Path | None, preset: str | None, data: Path | None, resume: bool
+):
     from training.config import CONFIG_FILE, load_config
 
     if resume and (run_dir / CONFIG_FILE).exists():
@@ -171,8 +197,15 @@ def evaluate(
     print_report(report)
 
 
-def evaluate_model(model: Path, data: Path, out: Path, target_precision: float, batch_size: int,
-                   limit: int | None, sheet: bool) -> dict:
+def evaluate_model(
+    model: Path,
+    data: Path,
+    out: Path,
+    target_precision: float,
+    batch_size: int,
+    limit: int | None,
+    sheet: bool,
+) -> dict:
     import json
 
     import torch
@@ -193,10 +226,15 @@ def evaluate_model(model: Path, data: Path, out: Path, target_precision: float, 
     total = min(len(read_manifest(data)["samples"]), limit or 10**9)
     with progress() as bar:
         task = bar.add_task("evaluate", total=total, info="")
-        results = evaluate_folder(predict, data, preprocessor, thresholds, batch_size,
-                                  lambda: bar.advance(task), limit)
-    report = {"model": str(model), "data": str(data), "input_size": card.input_size,
-              **summarise(results, thresholds, target_precision)}
+        results = evaluate_folder(
+            predict, data, preprocessor, thresholds, batch_size, lambda: bar.advance(task), limit
+        )
+    report = {
+        "model": str(model),
+        "data": str(data),
+        "input_size": card.input_size,
+        **summarise(results, thresholds, target_precision),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     records = out.with_suffix(".images.jsonl")
@@ -237,13 +275,20 @@ def print_report(report: dict) -> None:
         f"gate {report['gate']['min_confidence']}: accept rate {report['accept_rate']:.3f}, "
         f"accepted precision {report['accepted_precision']:.4f} ({report['accepted']} accepted); "
         f"calibrated threshold for precision {calibration['target_precision']}: "
-        f"{calibration['calibrated_threshold']} (accept rate {calibration['calibrated_accept_rate']})"
+        f"{calibration['calibrated_threshold']} "
+        f"(accept rate {calibration['calibrated_accept_rate']})"
     )
     table = Table("group", "images", "mean IoU", "boundary IoU", "accept rate", "acc. precision")
     for section in ("by_size", "by_kind"):
         for name, row in report[section].items():
-            table.add_row(name, str(row["images"]), f"{row['mean_iou']:.3f}", f"{row['mean_boundary_iou']:.3f}",
-                          f"{row['accept_rate']:.3f}", f"{row['accepted_precision']:.3f}")
+            table.add_row(
+                name,
+                str(row["images"]),
+                f"{row['mean_iou']:.3f}",
+                f"{row['mean_boundary_iou']:.3f}",
+                f"{row['accept_rate']:.3f}",
+                f"{row['accepted_precision']:.3f}",
+            )
     console.print(table)
 
 
@@ -253,9 +298,13 @@ def print_report(report: dict) -> None:
 @train_app.command()
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) or model directory.")],
-    out: Annotated[Path, typer.Option(help="Parent folder of the version directory.")] = Path("models"),
+    out: Annotated[Path, typer.Option(help="Parent folder of the version directory.")] = Path(
+        "models"
+    ),
     name: Annotated[str | None, typer.Option(help="Version name; default: the run's name.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Evaluation report JSON for the card.")] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Evaluation report JSON for the card.")
+    ] = None,
     onnx: Annotated[bool, typer.Option(help="Also write model.onnx.")] = False,
 ) -> None:
     """Write OUT/NAME/weights.safetensors (fp16) and model.json (card with sha256, metrics)."""
@@ -263,11 +312,16 @@ def export(
 
     directory, card = export_model(checkpoint, out, name, report, onnx)
     size_mb = (directory / "weights.safetensors").stat().st_size / 1e6
-    console.print(f"[green]exported[/] {card.name} to {directory} ({size_mb:.1f} MB, sha256 {card.weights_sha256[:12]}…)")
+    console.print(
+        f"[green]exported[/] {card.name} to {directory} "
+        f"({size_mb:.1f} MB, sha256 {card.weights_sha256[:12]}…)"
+    )
 
 
 @train_app.command()
-def publish(model_dir: Annotated[Path, typer.Argument(help="An exported model version directory.")]) -> None:
+def publish(
+    model_dir: Annotated[Path, typer.Argument(help="An exported model version directory.")],
+) -> None:
     """Upload the version to the model storage and register it in the database."""
     from jewelcut.settings import get_settings
     from training.publish import publish_model
@@ -283,7 +337,9 @@ def publish(model_dir: Annotated[Path, typer.Argument(help="An exported model ve
 def run_chain(
     out: Annotated[Path, typer.Argument(help="Folder for data, run, report and model.")],
     preset: Annotated[str, typer.Option(help="smoke (CI, tiny) or default.")] = "smoke",
-    backgrounds: Annotated[list[Path] | None, typer.Option(help="Photo folders; repeatable.")] = None,
+    backgrounds: Annotated[
+        list[Path] | None, typer.Option(help="Photo folders; repeatable.")
+    ] = None,
 ) -> None:
     """synth -> fit -> evaluate -> export with a preset (smoke: a few minutes on CPU)."""
     import time
@@ -292,7 +348,9 @@ def run_chain(
     synth(out / "data", backgrounds=backgrounds, preset=preset, skimage_photos=True)
     fit(out / "run", preset=preset, data=out / "data")
     best = out / "run" / "checkpoints" / "best.pt"
-    report = evaluate_model(best, out / "data" / "heldout", out / "report.json", 0.98, 8, None, False)
+    report = evaluate_model(
+        best, out / "data" / "heldout", out / "report.json", 0.98, 8, None, False
+    )
     print_report(report)
     export(best, out=out / "models", name=None, report=out / "report.json", onnx=False)
     console.print(f"[bold green]chain done[/] in {time.monotonic() - started:.0f} s")

@@ -34,7 +34,10 @@ class FitConfig(BaseModel):
     input_size: int = 320  # the card's inference size (longest side)
     train_data: list[str] = Field(default_factory=list)
     val_data: str | None = None
-    crop: int = 256
+    crop: int = 256  # side of the square the network trains on
+    # Random crops of this share of the shorter side, resized to `crop`: downscaling is cheaper
+    # on CPU and the synthetic object sizes already span far more than this scale change.
+    crop_scale: tuple[float, float] = (1.0, 1.0)
     batch_size: int = 8
     steps: int = 1500
     # Optional wall-clock budget (training seconds, summed over resumes): the schedule then
@@ -64,12 +67,24 @@ class Preset(BaseModel):
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         synth=SynthConfig(
-            train_count=24, val_count=8, eval_count=12, size=128, eval_width=128,
-            eval_height=96, object_size=128,
+            train_count=24,
+            val_count=8,
+            eval_count=12,
+            size=128,
+            eval_width=128,
+            eval_height=96,
+            object_size=128,
         ),
         fit=FitConfig(
-            name="smoke", input_size=128, crop=96, batch_size=4, steps=6, warmup_steps=2,
-            val_every=3, checkpoint_every_s=3600, lr=1e-3,
+            name="smoke",
+            input_size=128,
+            crop=96,
+            batch_size=4,
+            steps=6,
+            warmup_steps=2,
+            val_every=3,
+            checkpoint_every_s=3600,
+            lr=1e-3,
         ),
     ),
     "default": Preset(synth=SynthConfig(), fit=FitConfig()),

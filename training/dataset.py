@@ -62,7 +62,11 @@ def write_dataset(
     for index in range(recipe.count):
         sample = compositor.sample(sample_rng(recipe.seed, index), recipe.height, recipe.width)
         name = f"{index:06d}"
-        cv2.imwrite(str(out / "images" / f"{name}.jpg"), sample.rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(
+            str(out / "images" / f"{name}.jpg"),
+            sample.rgb[..., ::-1],
+            [cv2.IMWRITE_JPEG_QUALITY, 95],
+        )
         cv2.imwrite(str(out / "masks" / f"{name}.png"), sample.mask.astype(np.uint8) * 255)
         records.append({"name": name, **sample.info})
         if advance:
@@ -90,8 +94,9 @@ def read_sample(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
 class SegmentationFolder:
     """Samples of a dataset folder as (normalised float32 CHW, float32 HW target).
 
-    With `crop` set, takes random crops of that side plus flips (training); without it, whole
-    images (validation). Sometimes blanks a bottom/right strip as the inference padding does.
+    With `crop` set, takes random crops (of `crop_scale` x the shorter side, resized to `crop`)
+    plus flips (training); without it, whole images (validation). Sometimes blanks a
+    bottom/right strip as the inference padding does.
     """
 
     def __init__(
@@ -101,11 +106,13 @@ class SegmentationFolder:
         std: Sequence[float],
         crop: int | None = None,
         seed: int = 0,
+        crop_scale: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         self.items = [(f, s["name"]) for f in folders for s in read_manifest(f)["samples"]]
         self.mean = np.asarray(mean, np.float32) * 255
         self.std = np.asarray(std, np.float32) * 255
         self.crop = crop
+        self.crop_scale = crop_scale
         self.seed = seed
         self.epoch = 0
 
@@ -119,18 +126,28 @@ class SegmentationFolder:
         target = mask.astype(np.float32)
         if self.crop:
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index]))
-            image, target = augment(rng, image, target, self.crop)
+            image, target = augment(rng, image, target, self.crop, self.crop_scale)
         return np.ascontiguousarray(image.transpose(2, 0, 1)), np.ascontiguousarray(target)
 
 
 def augment(
-    rng: np.random.Generator, image: np.ndarray, target: np.ndarray, crop: int
+    rng: np.random.Generator,
+    image: np.ndarray,
+    target: np.ndarray,
+    crop: int,
+    scale: tuple[float, float] = (1.0, 1.0),
 ) -> tuple[np.ndarray, np.ndarray]:
+    """A random square crop of `scale` x the shorter side, resized to `crop` (the target is
+    area-averaged, so thin parts keep a soft share), flips, and sometimes a padding strip."""
     height, width = target.shape
-    top = int(rng.integers(0, height - crop + 1))
-    left = int(rng.integers(0, width - crop + 1))
-    image = image[top : top + crop, left : left + crop]
-    target = target[top : top + crop, left : left + crop]
+    side = min(max(int(min(height, width) * rng.uniform(*scale)), crop), height, width)
+    top = int(rng.integers(0, height - side + 1))
+    left = int(rng.integers(0, width - side + 1))
+    image = image[top : top + side, left : left + side]
+    target = target[top : top + side, left : left + side]
+    if side != crop:
+        image = cv2.resize(image, (crop, crop), interpolation=cv2.INTER_AREA)
+        target = cv2.resize(target, (crop, crop), interpolation=cv2.INTER_AREA)
     if rng.random() < 0.5:
         image, target = image[:, ::-1], target[:, ::-1]
     if rng.random() < 0.5:

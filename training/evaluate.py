@@ -24,8 +24,13 @@ from worker.gate import GateThresholds, decide, score_and_gate
 from worker.preprocess import Preprocessor, crop_to_image
 
 GOOD_IOU = 0.90
-SIZE_BUCKETS = ((0.0, 0.03, "tiny <3%"), (0.03, 0.10, "small 3-10%"), (0.10, 0.30, "medium 10-30%"),
-                (0.30, 0.60, "large 30-60%"), (0.60, 1.01, "huge >60%"))
+SIZE_BUCKETS = (
+    (0.0, 0.03, "tiny <3%"),
+    (0.03, 0.10, "small 3-10%"),
+    (0.10, 0.30, "medium 10-30%"),
+    (0.30, 0.60, "large 30-60%"),
+    (0.60, 1.01, "huge >60%"),
+)
 MIN_CALIBRATION_ACCEPTED = 20
 
 
@@ -56,7 +61,9 @@ def iou(predicted: np.ndarray, truth: np.ndarray) -> float:
 def boundary_band(mask: np.ndarray, width: int) -> np.ndarray:
     """The mask's pixels within `width` of its contour (Cheng et al., Boundary IoU, 2021)."""
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
-    padded = cv2.copyMakeBorder(mask.astype(np.uint8), width, width, width, width, cv2.BORDER_CONSTANT, value=0)
+    padded = cv2.copyMakeBorder(
+        mask.astype(np.uint8), width, width, width, width, cv2.BORDER_CONSTANT, value=0
+    )
     eroded = cv2.erode(padded, kernel)[width:-width, width:-width]
     return mask & ~eroded.astype(bool)
 
@@ -90,8 +97,12 @@ def evaluate_folder(
         prepared = [preprocessor(rgb) for rgb, _ in loaded]
         shapes = {p.padded_shape for p in prepared}
         groups = [prepared] if len(shapes) == 1 else [[p] for p in prepared]
-        probabilities = [prob for group in groups for prob in predict(np.stack([p.tensor for p in group]))]
-        for sample, (_, mask), ready, probability in zip(chunk, loaded, prepared, probabilities, strict=True):
+        probabilities = [
+            prob for group in groups for prob in predict(np.stack([p.tensor for p in group]))
+        ]
+        for sample, (_, mask), ready, probability in zip(
+            chunk, loaded, prepared, probabilities, strict=True
+        ):
             probability = crop_to_image(probability, ready)
             results.append(score_image(sample, mask, probability, thresholds))
             if advance:
@@ -106,18 +117,28 @@ def score_image(
     cleaned = clean_mask(probability)
     gate = score_and_gate(probability, cleaned, thresholds)
     return ImageResult(
-        name=sample["name"], kind=sample.get("kind", "?"), background=sample.get("background", "?"),
-        true_area=float(truth.mean()), iou=iou(cleaned, truth), raw_iou=iou(probability >= 0.5, truth),
-        boundary_iou=boundary_iou(cleaned, truth), confidence=gate.confidence,
-        fg_score=gate.fg_score, bg_score=gate.bg_score, mask_area=gate.mask_area,
-        decision=gate.decision, reason=gate.reason,
+        name=sample["name"],
+        kind=sample.get("kind", "?"),
+        background=sample.get("background", "?"),
+        true_area=float(truth.mean()),
+        iou=iou(cleaned, truth),
+        raw_iou=iou(probability >= 0.5, truth),
+        boundary_iou=boundary_iou(cleaned, truth),
+        confidence=gate.confidence,
+        fg_score=gate.fg_score,
+        bg_score=gate.bg_score,
+        mask_area=gate.mask_area,
+        decision=gate.decision,
+        reason=gate.reason,
     )
 
 
 # --- summaries ----------------------------------------------------------------------------------
 
 
-def summarise(results: Sequence[ImageResult], thresholds: GateThresholds, target_precision: float) -> dict[str, Any]:
+def summarise(
+    results: Sequence[ImageResult], thresholds: GateThresholds, target_precision: float
+) -> dict[str, Any]:
     accepted = [r for r in results if r.decision == "accepted"]
     reasons: dict[str, int] = defaultdict(int)
     for r in results:
@@ -162,13 +183,17 @@ def by_group(results: Sequence[ImageResult], key: Callable[[ImageResult], str]) 
             "mean_iou": round(mean(r.iou for r in members), 4),
             "mean_boundary_iou": round(mean(r.boundary_iou for r in members), 4),
             "accept_rate": round(mean(r.decision == "accepted" for r in members), 4),
-            "accepted_precision": round(mean(r.iou >= GOOD_IOU for r in members if r.decision == "accepted"), 4),
+            "accepted_precision": round(
+                mean(r.iou >= GOOD_IOU for r in members if r.decision == "accepted"), 4
+            ),
         }
         for name, members in sorted(groups.items())
     }
 
 
-def risk_coverage(results: Sequence[ImageResult], thresholds: GateThresholds) -> list[dict[str, float]]:
+def risk_coverage(
+    results: Sequence[ImageResult], thresholds: GateThresholds
+) -> list[dict[str, float]]:
     """For each confidence threshold (the area rule unchanged): coverage (accept rate) and risk
     (share of accepted with IoU < 0.90), from the most to the least confident image."""
     in_area = sorted(
@@ -178,17 +203,28 @@ def risk_coverage(results: Sequence[ImageResult], thresholds: GateThresholds) ->
     curve, bad = [], 0
     for count, r in enumerate(in_area, start=1):
         bad += r.iou < GOOD_IOU
-        curve.append({"threshold": r.confidence, "coverage": count / max(len(results), 1), "risk": bad / count})
+        curve.append(
+            {
+                "threshold": r.confidence,
+                "coverage": count / max(len(results), 1),
+                "risk": bad / count,
+            }
+        )
     return curve
 
 
-def calibrate(results: Sequence[ImageResult], thresholds: GateThresholds, target_precision: float) -> dict[str, Any]:
+def calibrate(
+    results: Sequence[ImageResult], thresholds: GateThresholds, target_precision: float
+) -> dict[str, Any]:
     """The lowest confidence threshold whose accepted precision stays >= target (with at least
     MIN_CALIBRATION_ACCEPTED accepted), next to the model's current threshold."""
     curve = risk_coverage(results, thresholds)
     chosen = None
     for point in curve:
-        if point["coverage"] * len(results) >= MIN_CALIBRATION_ACCEPTED and 1 - point["risk"] >= target_precision:
+        if (
+            point["coverage"] * len(results) >= MIN_CALIBRATION_ACCEPTED
+            and 1 - point["risk"] >= target_precision
+        ):
             chosen = point
     step = max(len(curve) // 50, 1)
     return {

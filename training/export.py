@@ -27,7 +27,9 @@ def load_any(source: Path) -> tuple[nn.Module, ModelCard, dict[str, Any]]:
         return load_network(source, card), card, {}
     network, extra = load_checkpoint_network(source)
     config: FitConfig = extra["config"]
-    card = ModelCard(name=config.name, architecture=config.architecture, input_size=config.input_size)
+    card = ModelCard(
+        name=config.name, architecture=config.architecture, input_size=config.input_size
+    )
     return network.float(), card, extra
 
 
@@ -58,12 +60,15 @@ def build_card(
     name: str, base: ModelCard, extra: dict[str, Any], report: dict[str, Any] | None
 ) -> ModelCard:
     """The card: the network's facts plus how it was trained and what it measured."""
-    update: dict[str, Any] = {"name": name, "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    update: dict[str, Any] = {
+        "name": name,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     if extra:
         config: FitConfig = extra["config"]
         update["training"] = training_record(extra)
         update["data"] = {
-            "generator": "training.synth (procedural jewellery on photo and procedural backgrounds)",
+            "generator": "training.synth: procedural jewellery on photo and procedural backgrounds",
             "train": data_recipes(config.train_data),
             "val": data_recipes([config.val_data] if config.val_data else []),
         }

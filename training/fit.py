@@ -93,7 +93,9 @@ def batch_indices(step: int, batch_size: int, size: int, seed: int) -> list[int]
     return indices
 
 
-def load_batch(dataset: SegmentationFolder, indices: list[int], epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def load_batch(
+    dataset: SegmentationFolder, indices: list[int], epoch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     dataset.epoch = epoch
     pairs = [dataset[i] for i in indices]
     images = torch.from_numpy(np.stack([p[0] for p in pairs]))
@@ -116,7 +118,9 @@ class Trainer:
         self.loss = make_loss(config)
         self.state = FitState()
         folders = [Path(p) for p in config.train_data]
-        self.train_set = SegmentationFolder(folders, IMAGENET_MEAN, IMAGENET_STD, config.crop, config.seed)
+        self.train_set = SegmentationFolder(
+            folders, IMAGENET_MEAN, IMAGENET_STD, config.crop, config.seed, config.crop_scale
+        )
         self.val_set = (
             SegmentationFolder([Path(config.val_data)], IMAGENET_MEAN, IMAGENET_STD)
             if config.val_data
@@ -138,6 +142,9 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "state": self.state.__dict__,
             "config": self.config.to_dict(),
+            # drop-connect in the encoder draws from torch's generator: resume it too
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
         }
         temporary = path.with_suffix(".tmp")
         torch.save(payload, temporary)
@@ -150,6 +157,10 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scaler.load_state_dict(payload["scaler"])
         self.state = FitState(**payload["state"])
+        if "torch_rng" in payload:
+            torch.set_rng_state(payload["torch_rng"])
+        if payload.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
 
     # --- steps ----------------------------------------------------------------------------------
 

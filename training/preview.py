@@ -26,7 +26,9 @@ def tile(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return pair
 
 
-def write_sheet(pairs: Sequence[tuple[np.ndarray, np.ndarray]], path: Path, columns: int = 4) -> Path:
+def write_sheet(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]], path: Path, columns: int = 4
+) -> Path:
     tiles = [tile(rgb, mask) for rgb, mask in pairs]
     blank = np.full_like(tiles[0], 255)
     while len(tiles) % columns:

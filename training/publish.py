@@ -25,6 +25,8 @@ def publish_model(model_dir: Path, settings: Settings) -> tuple[ModelCard, str]:
     weights = verify_weights(model_dir, card)
     storage = get_storage(settings)
     weights_uri = storage.put(model_key(card.name, WEIGHTS_FILE), weights.read_bytes())
-    storage.put(model_key(card.name, CARD_FILE), (model_dir / CARD_FILE).read_bytes(), "application/json")
+    storage.put(
+        model_key(card.name, CARD_FILE), (model_dir / CARD_FILE).read_bytes(), "application/json"
+    )
     register_model_version(card, weights_uri, settings)
     return card, weights_uri

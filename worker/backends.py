@@ -89,6 +89,9 @@ class TorchBackend:
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            # Few distinct shapes (multiples of 32 up to input_size): autotuning pays off.
+            torch.backends.cudnn.benchmark = True
         self.network = load_network(model_dir, card).to(
             self.device, memory_format=torch.channels_last
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from jewelcut import metrics
 from jewelcut.db import Image, Segmentation, session_scope, utcnow
 from jewelcut.logs import get_logger, log_context
 from jewelcut.settings import Settings, get_settings
@@ -88,14 +89,22 @@ def run_chunk(
     started = time.perf_counter()
     summary = ChunkSummary(chunk_id, model_version, requested=len(image_ids))
     with log_context(chunk_id=chunk_id, model_version=model_version):
+        # The model first: a worker that cannot load it must not claim (and strand) any rows.
+        segmenter = get_segmenter(model_version, settings)
         sources = with_database_retries(lambda: claim_images(image_ids, model_version, settings))
         summary.claimed = len(sources)
         summary.skipped = len(set(image_ids)) - len(sources)
-        if sources:
-            outcomes = segment_images(sources, model_version, settings)
+        outcomes: list[ImageOutcome] = []
+        try:
+            outcomes.extend(segment_images(segmenter, sources, model_version, settings))
+        finally:
+            # Even when the stream broke off: keep what finished; the reaper requeues the rest.
             with_database_retries(lambda: record_outcomes(outcomes, model_version, settings))
-            _count(summary, outcomes)
+        _count(summary, outcomes)
         summary.seconds = time.perf_counter() - started
+        metrics.CHUNK_SECONDS.observe(summary.seconds)
+        metrics.CHUNKS.labels("processed" if summary.claimed else "skipped").inc()
+        metrics.record_gpu_memory()
         counts = {k: v for k, v in vars(summary).items() if k not in ("chunk_id", "model_version")}
         log.info("chunk finished", extra=counts)
     return summary
@@ -131,12 +140,12 @@ def claim_images(
 
 
 def segment_images(
-    sources: dict[str, str], model_version: str, settings: Settings
-) -> list[ImageOutcome]:
-    """Stream the images through the pipeline; one outcome per image, failures included."""
+    segmenter: Segmenter, sources: dict[str, str], model_version: str, settings: Settings
+) -> Iterator[ImageOutcome]:
+    """Stream the images through the pipeline; one outcome per image as it finishes, failures
+    included."""
     from worker.pipeline import process_stream
 
-    segmenter = get_segmenter(model_version, settings)
     storage = get_storage(settings)
 
     def read(image_id: str) -> bytes:
@@ -145,15 +154,16 @@ def segment_images(
     def write(image_id: str, rgb: np.ndarray, prediction: Prediction) -> dict[str, str]:
         return write_artifacts(storage, model_version, image_id, rgb, prediction)
 
-    outcomes = []
+    if not sources:
+        return
     for outcome in process_stream(segmenter, list(sources), read, write, settings.io_threads):
+        metrics.record_outcome(outcome)
         if outcome.status == "failed":
             log.warning(
                 "image failed",
                 extra={"image_id": outcome.key, "reason": outcome.reason, "error": outcome.error},
             )
-        outcomes.append(outcome)
-    return outcomes
+        yield outcome
 
 
 def write_artifacts(

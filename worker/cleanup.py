@@ -2,9 +2,13 @@
 
 A plain morphological opening would also erase a thin chain hanging from a pendant, so the
 opening only decides which connected components are real ("opening by reconstruction"): a
-component of the thresholded mask is kept whole, thin parts included, when something of it
-survives the opening, or when it is large on its own (a chain photographed without a pendant).
-Sizes are relative to the image, so the same rules hold at any network resolution.
+component is kept whole, thin parts included, when something of it survives the opening, or
+when it is large on its own (a chain photographed without a pendant). Components are traced
+with hysteresis and a small gap tolerance: pixels at or above `link_threshold`, widened by
+`link_gap`, connect foreground pieces, so a chain whose thinnest links fall under 0.5 (or
+vanish) at network resolution stays attached to its pendant instead of breaking into fragments
+that look like specks. Only pixels at or above `threshold` are ever in the mask. Sizes are
+relative to the image, so the rules hold at any network resolution.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import numpy as np
 @dataclass(frozen=True)
 class CleanupParams:
     threshold: float = 0.5  # probability at or above which a pixel is foreground
+    link_threshold: float = 0.2  # weaker pixels that still connect foreground pieces
+    link_gap: float = 0.02  # of the shorter side: pieces this close belong together
     opening_radius: float = 0.006  # of the shorter side; at least 1 pixel
     min_core_area: float = 0.0005  # of the image: a component's part that survives the opening
     keep_large_area: float = 0.01  # of the image: a component this large is kept even if thin
@@ -34,26 +40,35 @@ def clean_mask(probability: np.ndarray, params: CleanupParams = DEFAULT_CLEANUP)
     binary = (probability >= params.threshold).astype(np.uint8)
     if not binary.any():
         return binary.astype(bool)
-    image_area = binary.size
-    kept = _keep_real_components(binary, params, image_area)
-    return _fill_small_holes(kept, int(params.max_hole_area * image_area))
+    linked = (probability >= min(params.link_threshold, params.threshold)).astype(np.uint8)
+    linked = cv2.dilate(linked, _disc(params.link_gap * min(binary.shape) / 2))
+    kept = _keep_real_components(binary, linked, params)
+    return _fill_small_holes(kept, int(params.max_hole_area * binary.size))
 
 
 def opening_kernel(shape: tuple[int, int], params: CleanupParams = DEFAULT_CLEANUP) -> np.ndarray:
-    radius = max(1, round(params.opening_radius * min(shape)))
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return _disc(params.opening_radius * min(shape))
 
 
-def _keep_real_components(binary: np.ndarray, params: CleanupParams, image_area: int) -> np.ndarray:
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    areas = stats[:, cv2.CC_STAT_AREA]
+def _disc(radius: float) -> np.ndarray:
+    size = 2 * max(1, round(radius)) + 1
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+
+
+def _keep_real_components(
+    binary: np.ndarray, linked: np.ndarray, params: CleanupParams
+) -> np.ndarray:
+    count, labels = cv2.connectedComponents(linked, connectivity=8)
+    foreground = binary.astype(bool)
+    areas = np.bincount(labels[foreground], minlength=count)
     opened = cv2.morphologyEx(binary, cv2.MORPH_OPEN, opening_kernel(binary.shape, params))
     core_areas = np.bincount(labels[opened.astype(bool)], minlength=count)
+    image_area = binary.size
     keep = (core_areas >= max(1, params.min_core_area * image_area)) | (
         areas >= params.keep_large_area * image_area
     )
     keep[0] = False  # label 0 is the background
-    return keep[labels]
+    return foreground & keep[labels]
 
 
 def _fill_small_holes(mask: np.ndarray, max_hole_area: int) -> np.ndarray:

@@ -54,6 +54,7 @@ def segment(
     from jewelcut.logs import configure_logging
     from jewelcut.settings import get_settings
     from worker.folder import collect_inputs, segment_folder
+    from worker.model import ChecksumMismatch
     from worker.pipeline import Segmenter
 
     settings = get_settings()
@@ -66,9 +67,17 @@ def segment(
         raise typer.BadParameter(str(error), param_hint="INPUTS") from error
     if not items:
         raise typer.BadParameter("no images found", param_hint="INPUTS")
-    segmenter = Segmenter.from_settings(settings, model)
+    try:
+        segmenter = Segmenter.from_settings(settings, model)
+    except FileNotFoundError as error:
+        message = f"{error}; pass a model version folder"
+        raise typer.BadParameter(message, param_hint="--model") from error
     with console.status(f"loading model {segmenter.model_version}"):
-        segmenter.load()
+        try:
+            segmenter.load()
+        except ChecksumMismatch as error:
+            console.print(f"[red]refusing the model:[/] {error}")
+            raise typer.Exit(1) from error
     console.print(
         f"model {segmenter.model_version} on {segmenter.backend.name}, "
         f"input {segmenter.card.input_size}px, batch {segmenter.batch_size}"
@@ -134,17 +143,21 @@ def sheet(
 ) -> None:
     """Render the review sheet (photo, raw mask, cleaned mask, cutout, what a person sees)."""
     from jewelcut.settings import get_settings
-    from worker.sheet import db_rows, folder_rows, write_sheet
+    from worker.sheet import folder_rows, write_sheet, write_sheet_from_database
 
     if from_db == (run is not None):
         raise typer.BadParameter("give a folder run, or --from-db (not both)")
     if only not in (None, "accepted", "rejected", "failed"):
         raise typer.BadParameter("--only takes accepted, rejected or failed")
-    if run is not None:
-        rows = folder_rows(run, limit=limit, only=only)
-        target = out or run / "sheet.html"
-    else:
-        rows = db_rows(get_settings(), model_version, limit=limit, only=only)
-        target = out or Path("sheet.html")
-    written = write_sheet(rows, target, title=f"jewelcut review: {run or 'database'}")
+    if run is None:
+        settings = get_settings()
+        target = write_sheet_from_database(
+            settings, out or Path("sheet.html"), model_version, limit=limit, only=only
+        )
+        console.print(f"review sheet: {target}")
+        return
+    target = out or run / "sheet.html"
+    written = write_sheet(
+        folder_rows(run, limit=limit, only=only), target, f"jewelcut review: {run}"
+    )
     console.print(f"{written} rows in {target}")

@@ -67,8 +67,7 @@ def make_cutout(
     """RGBA uint8 cutout at full resolution (or cropped to the object with a margin)."""
     x0, y0, x1, y1 = object_box(alpha, margin) if crop else (0, 0, alpha.shape[1], alpha.shape[0])
     rgb, alpha = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
-    colours = decontaminate(rgb, alpha)
-    return np.dstack([colours, alpha])
+    return cv2.merge([*cv2.split(decontaminate(rgb, alpha)), alpha])
 
 
 def decontaminate(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -94,23 +93,23 @@ def _decontaminate_box(rgb: np.ndarray, alpha: np.ndarray, size: int) -> np.ndar
     solid = (alpha >= SOLID_ALPHA).astype(np.float32)
     weight = cv2.blur(solid, (size, size))
     colour_sum = cv2.blur(rgb.astype(np.float32) * solid[:, :, None], (size, size))
-    nearby = weight > 1e-3
     solid_colour = colour_sum / np.maximum(weight, 1e-3)[:, :, None]
     # Mostly-transparent pixels are mostly old background: take the object's colour; towards
     # opaque, keep more of the pixel's own colour (fine metal shading at the edge).
     own = np.clip((alpha.astype(np.float32) - 128.0) * (1.0 / 127.0), 0.0, 1.0)[:, :, None]
-    estimate = np.where(nearby[:, :, None], own * rgb + (1.0 - own) * solid_colour, rgb)
-    keep = alpha >= SOLID_ALPHA
-    result = np.where(keep[:, :, None], rgb, np.clip(estimate + 0.5, 0, 255).astype(np.uint8))
-    result[(alpha == 0) & ~nearby] = 0
+    no_solid_nearby = weight <= 1e-3
+    own[no_solid_nearby] = 1.0  # nothing better to go on: keep the pixel's colour
+    estimate = solid_colour + own * (rgb - solid_colour)
+    result = np.clip(estimate + 0.5, 0, 255).astype(np.uint8)
+    result[(alpha == 0) & no_solid_nearby] = 0
     return result
 
 
 def on_white(rgba: np.ndarray) -> np.ndarray:
-    """The cutout on a clean white background (RGB uint8)."""
-    alpha = rgba[:, :, 3:4].astype(np.uint16)
-    rgb = rgba[:, :, :3].astype(np.uint16)
-    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    """The cutout on a clean white background (RGB uint8): 255 - (255 - rgb) * alpha."""
+    alpha = cv2.cvtColor(np.ascontiguousarray(rgba[:, :, 3]), cv2.COLOR_GRAY2RGB)
+    ink = cv2.subtract(np.full_like(alpha, 255), np.ascontiguousarray(rgba[:, :, :3]))
+    return cv2.subtract(np.full_like(alpha, 255), cv2.multiply(ink, alpha, scale=1.0 / 255.0))
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -9,13 +9,14 @@ One failing image becomes a failed outcome with a reason; the stream goes on.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from worker.backends import InferenceBackend
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ReadFn = Callable[[str], bytes]
 WriteFn = Callable[[str, np.ndarray, "Prediction"], dict[str, str]]
@@ -245,8 +247,10 @@ class _Stream:
             if bucket is not None:
                 self._infer(bucket)
                 continue
-            if exhausted and not self.decoding and not self.finishing and not self.ready_count:
-                return
+            if not self.decoding and not self.finishing:
+                if exhausted and not self.ready_count:
+                    return
+                continue
             wait(self.decoding | self.finishing, return_when=FIRST_COMPLETED)
 
     def _in_flight(self) -> int:
@@ -258,7 +262,7 @@ class _Stream:
             key = next(keys, None)
             if key is None:
                 return True
-            self.decoding.add(self.io_pool.submit(self._read_and_decode, key))
+            self.decoding.add(_submit(self.io_pool, self._read_and_decode, key))
         return False
 
     def _harvest_decoded(self) -> Iterator[ImageOutcome]:
@@ -300,14 +304,14 @@ class _Stream:
         per_image = (time.perf_counter() - started) / len(bucket)
         for item, probability in zip(bucket, probabilities, strict=True):
             item.timings["infer"] = per_image
-            self.finishing.add(self.finish_pool.submit(self._finish, item, probability))
+            self.finishing.add(_submit(self.finish_pool, self._finish, item, probability))
 
     def _infer_or_fail_singly(self, bucket: list[_Decoded]) -> list[np.ndarray | ImageFailure]:
         try:
             return list(self.segmenter.infer([item.prepared for item in bucket]))
         except Exception:
             if len(bucket) == 1:
-                log.exception("inference failed", extra={"image": bucket[0].key})
+                log.exception("inference failed", extra={"image_id": bucket[0].key})
                 return [ImageFailure("processing_error", "inference failed")]
             log.warning("batch inference failed; retrying one by one", exc_info=True)
             results: list[np.ndarray | ImageFailure] = []
@@ -325,10 +329,10 @@ class _Stream:
             with _timed(timings, "preprocess"):
                 prepared = self.segmenter.preprocess(rgb)
         except ImageFailure as failure:
-            log.info("image failed: %s", failure, extra={"image": key, "reason": failure.reason})
+            log.info("image failed: %s", failure, extra={"image_id": key, "reason": failure.reason})
             return ImageOutcome.failed(key, failure, timings=timings)
         except Exception as error:
-            log.exception("image failed", extra={"image": key})
+            log.exception("image failed", extra={"image_id": key})
             failure = ImageFailure("processing_error", f"{type(error).__name__}: {error}")
             return ImageOutcome.failed(key, failure, timings=timings)
         return _Decoded(key, rgb, prepared, timings)
@@ -345,10 +349,10 @@ class _Stream:
             with _timed(timings, "write"):
                 artifacts = self.write(item.key, item.rgb, prediction)
         except ImageFailure as failure:
-            log.warning("image failed: %s", failure, extra={"image": item.key})
+            log.warning("image failed: %s", failure, extra={"image_id": item.key})
             return ImageOutcome.failed(item.key, failure, timings=timings, **size)
         except Exception as error:
-            log.exception("image failed while writing", extra={"image": item.key})
+            log.exception("image failed while writing", extra={"image_id": item.key})
             failure = ImageFailure("processing_error", f"{type(error).__name__}: {error}")
             return ImageOutcome.failed(item.key, failure, timings=timings, **size)
         gate = prediction.gate
@@ -366,6 +370,11 @@ class _Stream:
             timings=timings,
             artifacts=artifacts,
         )
+
+
+def _submit(pool: ThreadPoolExecutor, function: Callable[..., T], *args: Any) -> Future[T]:
+    """Run in the pool with the caller's context variables (log fields such as the chunk id)."""
+    return pool.submit(contextvars.copy_context().run, function, *args)
 
 
 def _call_read(read: ReadFn, key: str) -> bytes:

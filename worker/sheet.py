@@ -253,6 +253,20 @@ def db_rows(
     return rows[:limit]
 
 
+def write_sheet_from_database(
+    settings: Settings,
+    target: Path,
+    model_version: str | None = None,
+    limit: int = 200,
+    only: str | None = None,
+) -> Path:
+    """`db_rows` rendered to target (an .html file, or a folder that gets sheet.html)."""
+    path = target if target.suffix == ".html" else target / "sheet.html"
+    rows = db_rows(settings, model_version, limit=limit, only=only)
+    write_sheet(rows, path, title=f"jewelcut review: {model_version or 'active model'}")
+    return path
+
+
 def _source_loader(uri: str, settings: Settings) -> Loader:
     from jewelcut.sources import fetch_source
 

@@ -63,4 +63,4 @@ class Flow:
 
     def objects(self) -> list[str]:
         storage = get_storage(self.settings)
-        return [key for key in storage.list() if not key.startswith("sources/")]
+        return [*storage.list("cutouts/"), *storage.list("previews/")]

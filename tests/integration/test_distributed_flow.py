@@ -120,3 +120,28 @@ def test_corrupt_photo_fails_alone_and_the_worker_goes_on(
     flow.enqueue(list(later))
     rows = flow.wait_until_finished(8)
     assert sum(row.status == "done" for row in rows) == 7
+
+
+def test_priority_chunks_are_taken_before_bulk_ones(
+    distributed_settings: Settings, photos: Callable[[int], dict[str, bytes]]
+) -> None:
+    from celery.contrib.testing.worker import start_worker
+
+    from jewelcut.enqueue import enqueue_images
+    from jewelcut.queue import BULK_QUEUE, CHUNK_QUEUES, PRIORITY_QUEUE, app
+
+    flow = Flow(distributed_settings)
+    batch = photos(8)
+    flow.register(flow.put_photos(batch))
+    ids = sorted(batch)
+    for start in (0, 2, 4):  # three bulk chunks waiting first ...
+        enqueue_images(ids[start : start + 2], distributed_settings, queue=BULK_QUEUE)
+    for image_id in ids[6:]:  # ... then two admin ones (round robin would interleave them)
+        enqueue_images([image_id], distributed_settings, queue=PRIORITY_QUEUE)
+    assert queue_depth(distributed_settings) == 5
+
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=list(CHUNK_QUEUES)):
+        rows = {row.image_id: row for row in flow.wait_until_finished(8)}
+    priority_done = max(rows[i].finished_at for i in ids[6:])
+    bulk_done = min(rows[i].finished_at for i in ids[:6])
+    assert priority_done < bulk_done

@@ -28,6 +28,7 @@ def test_reliability_settings(distributed_settings: Settings) -> None:
     visibility = config["broker_transport_options"]["visibility_timeout"]
     assert visibility == distributed_settings.visibility_timeout_s
     assert visibility > distributed_settings.processing_timeout_s
+    assert config["broker_transport_options"]["queue_order_strategy"] == "priority"
     assert app.conf.broker_url == distributed_settings.broker_url
 
 

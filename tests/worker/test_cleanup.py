@@ -35,6 +35,22 @@ def test_thin_chain_attached_to_pendant_is_kept(chain_width: int) -> None:
     assert np.array_equal(cleaned, drawn)
 
 
+def test_chain_that_fades_between_links_stays_attached() -> None:
+    """At network resolution a fine chain's links blur to p < 0.5 between brighter bits; the
+    bits must not be dropped as specks, and the faint gaps must not enter the mask."""
+    drawn = pendant_on_chain(1)
+    probability = as_probability(drawn)
+    chain = drawn.copy()
+    chain[110:, :] = False  # the pendant and the chain's last stretch stay solid
+    ys, xs = np.nonzero(chain)
+    faint = (xs // 6) % 2 == 0  # every other 6-pixel stretch of chain is faint
+    probability[ys[faint], xs[faint]] = 0.3
+    cleaned = clean_mask(probability)
+    assert np.array_equal(cleaned, probability >= 0.5)
+    bright_bits = cleaned[:110].sum()
+    assert bright_bits > 50  # the fragments are there
+
+
 def test_isolated_specks_are_removed() -> None:
     drawn = pendant_on_chain(2)
     noisy = drawn.copy()

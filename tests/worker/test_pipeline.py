@@ -47,9 +47,7 @@ def record_writes(store: dict[str, Prediction]) -> Callable[..., dict[str, str]]
     return write
 
 
-def run(
-    segmenter: Segmenter, photos: dict[str, bytes], **kwargs: object
-) -> dict[str, ImageOutcome]:
+def run(segmenter: Segmenter, photos: dict[str, bytes]) -> dict[str, ImageOutcome]:
     outcomes = list(
         process_stream(segmenter, list(photos), photos.__getitem__, record_writes({}), io_threads=2)
     )
@@ -186,3 +184,32 @@ def test_failing_batch_is_retried_image_by_image(
     )
     for key in GOOD_KEYS:
         assert_done(outcomes[key], 320, 240)
+
+
+def test_logs_from_io_threads_name_the_chunk_and_image(
+    onnx_segmenter: Segmenter, listing_photo: Callable[[int], bytes]
+) -> None:
+    import logging
+
+    from jewelcut.logs import log_context, record_fields
+
+    seen: list[dict[str, object]] = []
+
+    class FieldsAtEmit(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record_fields(record))  # as the real formatter does, in the same thread
+
+    handler = FieldsAtEmit(level=logging.INFO)
+    pipeline_log = logging.getLogger("worker.pipeline")
+    pipeline_log.addHandler(handler)
+    previous_level = pipeline_log.level
+    pipeline_log.setLevel(logging.INFO)
+    try:
+        with log_context(chunk_id="chunk-42"):
+            run(onnx_segmenter, {"good": listing_photo(0), "empty": b""})
+    finally:
+        pipeline_log.removeHandler(handler)
+        pipeline_log.setLevel(previous_level)
+    assert {"chunk_id": "chunk-42", "image_id": "empty", "reason": "decode_error"}.items() <= seen[
+        0
+    ].items()

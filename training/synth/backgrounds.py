@@ -61,7 +61,9 @@ def cloth(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     for _ in range(3):
         angle = rng.uniform(0, np.pi)
         frequency = rng.uniform(2, 18)
-        waves += np.sin((x * np.cos(angle) + y * np.sin(angle)) * frequency * 2 * np.pi + rng.uniform(0, 6))
+        waves += np.sin(
+            (x * np.cos(angle) + y * np.sin(angle)) * frequency * 2 * np.pi + rng.uniform(0, 6)
+        )
     shade = 0.75 + 0.08 * waves
     return np.clip(random_colour(rng) * 0.7 + 0.25, 0, 1) * shade[..., None]
 
@@ -103,7 +105,9 @@ def skimage_photos() -> list[np.ndarray]:
 def list_photos(folders: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for folder in folders:
-        files.extend(p for p in sorted(Path(folder).rglob("*")) if p.suffix.lower() in PHOTO_SUFFIXES)
+        files.extend(
+            p for p in sorted(Path(folder).rglob("*")) if p.suffix.lower() in PHOTO_SUFFIXES
+        )
     return files
 
 

@@ -21,7 +21,8 @@ CUTOUT_SUFFIXES = {".png", ".webp"}
 @dataclass
 class Sample:
     rgb: np.ndarray  # H x W x 3 uint8
-    mask: np.ndarray  # H x W bool
+    mask: np.ndarray  # H x W bool: alpha > 0.5
+    alpha: np.ndarray  # H x W float32 0..1, the object's coverage (a soft matte)
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,7 +96,7 @@ def scale_to_coverage(
     scale = np.sqrt(coverage * height * width / area)
     oh, ow = premultiplied.shape[:2]
     scale = min(scale, 1.15 * height / oh, 1.15 * width / ow)
-    size = (max(int(round(ow * scale)), 1), max(int(round(oh * scale)), 1))
+    size = (max(round(float(ow * scale)), 1), max(round(float(oh * scale)), 1))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     return cv2.resize(premultiplied, size, interpolation=interpolation)
 
@@ -109,7 +110,7 @@ def place(
     spread = 0.25 if rng.random() < 0.8 else 0.5
     cy = height / 2 + rng.uniform(-spread, spread) * max(height - oh, 0)
     cx = width / 2 + rng.uniform(-spread, spread) * max(width - ow, 0)
-    top, left = int(round(cy - oh / 2)), int(round(cx - ow / 2))
+    top, left = round(float(cy - oh / 2)), round(float(cx - ow / 2))
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + oh, height), min(left + ow, width)
     if y1 > y0 and x1 > x0:
@@ -130,7 +131,11 @@ def add_shadow(rng: np.random.Generator, background: np.ndarray, alpha: np.ndarr
 def degrade(rng: np.random.Generator, rgb: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """Colour jitter, blur, noise and JPEG artefacts, as on a phone photo. float in, uint8 out."""
     info: dict[str, Any] = {}
-    gain = rng.uniform(0.8, 1.2, 3).astype(np.float32) if rng.random() < 0.6 else np.ones(3, np.float32)
+    gain = (
+        rng.uniform(0.8, 1.2, 3).astype(np.float32)
+        if rng.random() < 0.6
+        else np.ones(3, np.float32)
+    )
     contrast = rng.uniform(0.8, 1.2)
     brightness = rng.uniform(-0.08, 0.08)
     mean = rgb.mean()
@@ -156,7 +161,8 @@ def degrade(rng: np.random.Generator, rgb: np.ndarray) -> tuple[np.ndarray, dict
 
 class Compositor:
     """Makes listing-like samples. `cutouts` are RGBA files (checked with has_real_alpha);
-    `cutout_share` is the share of samples that use them when there are any."""
+    `cutout_share` is the share of samples that use them when there are any; `shadow_share`
+    the share with a soft shadow; `degrade=False` skips the photo degradations (for tests)."""
 
     def __init__(
         self,
@@ -164,11 +170,15 @@ class Compositor:
         cutouts: Sequence[Path] = (),
         cutout_share: float = 0.5,
         object_size: int = 384,
+        shadow_share: float = 0.7,
+        degrade: bool = True,
     ) -> None:
         self.backgrounds = backgrounds or Backgrounds(use_skimage=False)
         self.cutouts = list(cutouts)
         self.cutout_share = cutout_share
         self.object_size = object_size
+        self.shadow_share = shadow_share
+        self.degrade = degrade
 
     def object(self, rng: np.random.Generator, kind: str | None) -> tuple[np.ndarray, str, str]:
         """(RGBA, kind, source): a checked cutout file or a procedural piece."""
@@ -182,17 +192,22 @@ class Compositor:
         self, rng: np.random.Generator, height: int, width: int, kind: str | None = None
     ) -> Sample:
         rgba, kind, source = self.object(rng, kind)
-        obj = rotate_rgba(rgba, rng.uniform(-180, 180)) if rng.random() < 0.8 else _premultiply(rgba)
+        obj = (
+            rotate_rgba(rgba, rng.uniform(-180, 180)) if rng.random() < 0.8 else _premultiply(rgba)
+        )
         if rng.random() < 0.5:
             obj = obj[:, ::-1]
         coverage = coverage_target(rng)
         layer = place(rng, scale_to_coverage(obj, coverage, height, width), height, width)
         alpha = np.clip(layer[..., 3], 0, 1)
         background, background_kind = self.backgrounds.draw(rng, height, width)
-        if rng.random() < 0.7:
+        if rng.random() < self.shadow_share:
             background = add_shadow(rng, background, alpha)
         rgb = layer[..., :3] + background * (1 - alpha[..., None])
-        image, degradations = degrade(rng, rgb)
+        if self.degrade:
+            image, degradations = degrade(rng, rgb)
+        else:
+            image, degradations = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), {}
         mask = alpha > 0.5
         info = {
             "kind": kind,
@@ -201,4 +216,4 @@ class Compositor:
             "coverage": round(float(mask.mean()), 5),
             **degradations,
         }
-        return Sample(image, mask, info)
+        return Sample(image, mask, alpha, info)

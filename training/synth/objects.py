@@ -135,7 +135,7 @@ def _mask(side: int, draw: Callable[[np.ndarray], None]) -> np.ndarray:
 
 
 def _pt(point: np.ndarray) -> tuple[int, int]:
-    return int(round(float(point[0]))), int(round(float(point[1])))
+    return round(float(point[0])), round(float(point[1]))
 
 
 # --- parts --------------------------------------------------------------------------------------
@@ -154,8 +154,15 @@ def draw_band(
 
     def draw(layer: np.ndarray) -> None:
         cv2.ellipse(
-            layer, _pt(centre), (int(axes[0]), int(axes[1])), angle, 0, 360, 1,
-            max(int(thickness), 1), cv2.LINE_AA,
+            layer,
+            _pt(centre),
+            (int(axes[0]), int(axes[1])),
+            angle,
+            0,
+            360,
+            1,
+            max(int(thickness), 1),
+            cv2.LINE_AA,
         )
 
     mask = (_mask(canvas.side, draw) > 0).astype(np.float32)
@@ -163,7 +170,10 @@ def draw_band(
 
 
 def draw_gem(
-    canvas: Canvas, rng: np.random.Generator, centre: np.ndarray, radius: float,
+    canvas: Canvas,
+    rng: np.random.Generator,
+    centre: np.ndarray,
+    radius: float,
     colour: tuple[int, int, int] | None = None,
 ) -> None:
     """A faceted stone: a polygon split into facets of varying brightness, plus sparkles."""
@@ -192,7 +202,9 @@ def draw_gem(
         spot = centre + rng.uniform(-0.5, 0.5, 2) * radius
         arm = radius * rng.uniform(0.15, 0.4)
         for dx, dy in ((arm, 0), (0, arm)):
-            cv2.line(rgb, _pt(spot - (dx, dy)), _pt(spot + (dx, dy)), (1, 1, 1), 2, cv2.LINE_AA)
+            cv2.line(
+                rgb, _pt(spot - (dx, dy)), _pt(spot + np.array([dx, dy])), (1, 1, 1), 2, cv2.LINE_AA
+            )
     # A thin metal bezel around the stone.
     bezel = max(radius * 0.12, 2.0)
     draw_outline(canvas, rng, outer, bezel, metal_of(rng))
@@ -233,8 +245,15 @@ def draw_chain(
             cv2.ellipse(layer, _pt(middle), axes, angle, 0, 360, 1, max(int(wire), 1), cv2.LINE_AA)
         else:
             cv2.ellipse(
-                layer, _pt(middle), (max(int(link * 0.6), 2), max(int(wire * 0.7), 1)), angle,
-                0, 360, 1, -1, cv2.LINE_AA,
+                layer,
+                _pt(middle),
+                (max(int(link * 0.6), 2), max(int(wire * 0.7), 1)),
+                angle,
+                0,
+                360,
+                1,
+                -1,
+                cv2.LINE_AA,
             )
     mask = (layer > 0).astype(np.float32)
     canvas.paint(shade_metal(mask, wire, METALS[metal], rng), mask)
@@ -275,17 +294,23 @@ def draw_pendant_shape(
         cv2.fillPoly(layer, [np.round(polygon).astype(np.int32)], 1, cv2.LINE_AA)
     elif shape == "drop":
         cv2.circle(layer, (c[0], c[1] + r // 3), int(r * 0.7), 1, -1, cv2.LINE_AA)
-        tip = np.array([[c[0] - r * 0.62, c[1] + r * 0.1], [c[0], c[1] - r], [c[0] + r * 0.62, c[1] + r * 0.1]])
+        tip = np.array(
+            [[c[0] - r * 0.62, c[1] + r * 0.1], [c[0], c[1] - r], [c[0] + r * 0.62, c[1] + r * 0.1]]
+        )
         cv2.fillPoly(layer, [np.round(tip).astype(np.int32)], 1, cv2.LINE_AA)
     elif shape == "bar":
         cv2.rectangle(layer, (c[0] - r // 4, c[1] - r), (c[0] + r // 4, c[1] + r), 1, -1)
     else:
         cv2.rectangle(layer, (c[0] - r // 5, c[1] - r), (c[0] + r // 5, c[1] + r), 1, -1)
-        cv2.rectangle(layer, (c[0] - r * 2 // 3, c[1] - r // 2), (c[0] + r * 2 // 3, c[1] - r // 6), 1, -1)
+        cv2.rectangle(
+            layer, (c[0] - r * 2 // 3, c[1] - r // 2), (c[0] + r * 2 // 3, c[1] - r // 6), 1, -1
+        )
     mask = (layer > 0).astype(np.float32)
     canvas.paint(shade_metal(mask, radius * rng.uniform(0.12, 0.35), METALS[metal], rng), mask)
     if shape in ("disc", "heart") and rng.random() < 0.5:
-        draw_gem(canvas, rng, centre + (0, radius * 0.1), radius * rng.uniform(0.25, 0.45))
+        draw_gem(
+            canvas, rng, centre + np.array([0, radius * 0.1]), radius * rng.uniform(0.25, 0.45)
+        )
 
 
 def metal_of(rng: np.random.Generator) -> str:
@@ -323,10 +348,15 @@ def pendant(canvas: Canvas, rng: np.random.Generator) -> None:
     link = side * rng.uniform(0.012, 0.03)
     for direction in (-1, 1):
         top = np.array([side / 2 + direction * spread, side * rng.uniform(0.04, 0.15)])
-        control = [top, top + (0, side * 0.25), bottom + (direction * spread * 0.5, 0), bottom]
+        control = [
+            top,
+            top + np.array([0, side * 0.25]),
+            bottom + np.array([direction * spread * 0.5, 0]),
+            bottom,
+        ]
         draw_chain(canvas, rng, bezier(np.array(control)), link, metal)
     radius = side * rng.uniform(0.07, 0.16)
-    draw_pendant_shape(canvas, rng, bottom + (0, radius * 0.9), radius, metal)
+    draw_pendant_shape(canvas, rng, bottom + np.array([0, radius * 0.9]), radius, metal)
 
 
 def earrings(canvas: Canvas, rng: np.random.Generator) -> None:
@@ -342,7 +372,16 @@ def earrings(canvas: Canvas, rng: np.random.Generator) -> None:
             draw_band(canvas, rng, centre, (size, size * rng.uniform(0.8, 1.0)), size * 0.14, metal)
         elif style == "drop":
             hook_top = centre - (0, size * 1.4)
-            path = bezier(np.array([hook_top - (size * 0.3, 0), hook_top - (size * 0.1, size * 0.5), hook_top + (size * 0.3, -size * 0.2), centre - (0, size * 0.6)]))
+            path = bezier(
+                np.array(
+                    [
+                        hook_top - (size * 0.3, 0),
+                        hook_top - (size * 0.1, size * 0.5),
+                        hook_top + np.array([size * 0.3, -size * 0.2]),
+                        centre - (0, size * 0.6),
+                    ]
+                )
+            )
             draw_chain(canvas, rng, path, size * 0.18, metal)
             draw_gem(canvas, rng, centre, size * 0.6, gem_colour)
         else:
@@ -356,7 +395,9 @@ def bracelet(canvas: Canvas, rng: np.random.Generator) -> None:
     metal = metal_of(rng)
     style = rng.choice(["bangle", "chain", "pearls"])
     if style == "bangle":
-        draw_band(canvas, rng, centre, axes, side * rng.uniform(0.02, 0.07), metal, rng.uniform(-30, 30))
+        draw_band(
+            canvas, rng, centre, axes, side * rng.uniform(0.02, 0.07), metal, rng.uniform(-30, 30)
+        )
         return
     t = np.linspace(0, 2 * np.pi, 400)
     loop = np.stack([np.cos(t) * axes[0], np.sin(t) * axes[1]], 1) + centre
@@ -391,9 +432,7 @@ def pick_kind(rng: np.random.Generator) -> str:
     return str(rng.choice(OBJECT_KINDS, p=KIND_WEIGHTS))
 
 
-def render_object(
-    rng: np.random.Generator, kind: str | None = None, size: int = 384
-) -> np.ndarray:
+def render_object(rng: np.random.Generator, kind: str | None = None, size: int = 384) -> np.ndarray:
     """One procedural jewellery piece as RGBA uint8, cropped to the object (alpha = coverage).
 
     `kind` is one of OBJECT_KINDS (random by KIND_WEIGHTS when None); `size` is the side of the

@@ -1,0 +1,238 @@
+"""Image-core throughput on this machine (a few minutes on a 2-core CPU).
+
+    python benchmarks/bench_segment.py                  # model-only per backend + folder CLI
+    python benchmarks/bench_segment.py --sizes 256,320,384,448,512   # + the input-size study
+
+1. model-only images/s per backend (ONNX Runtime, PyTorch eager) at the card's input size, on
+   the tensor shape an 800x600 photo gets;
+2. the folder CLI (`jewelcut segment`, a subprocess, ONNX Runtime) end to end on 200 generated
+   800x600 JPEG photos, with --all by default (a cutout PNG for every photo: the worst case):
+   its images/s (from its summary) and the ratio to model-only ORT throughput, against the
+   target 0.85 (decode, cleanup, encode and writes hidden behind inference);
+3. with --sizes: for each input size, the quality ceiling on thin chains (a perfect network's
+   output at that resolution, through the real cleanup and upsampling: IoU with the full-size
+   ground truth) and ORT images/s: the trade-off behind the default input size.
+
+Without --model it uses the shipped default, or a randomly initialised Unet (speed does not
+depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from worker.pipeline import Segmenter
+
+TARGET_RATIO = 0.85
+DEFAULT_SIZES = (256, 320, 384, 448, 512)
+
+
+def main() -> None:
+    args = parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="bench-segment-"))
+    model_dir = args.model or default_or_random_model(work / "models", args.input_size)
+    cache_dir = work / "model-cache"
+    print(f"model {model_dir}  threads {args.threads}  photos {args.images} at {args.photo_size}")
+
+    segmenters = {
+        b: load_segmenter(model_dir, cache_dir, b, args.threads) for b in ("onnx", "torch")
+    }
+    input_size = segmenters["onnx"].card.input_size
+    print(f"input size {input_size}, batch {segmenters['onnx'].batch_size}")
+    model_only = {
+        backend: model_only_rate(segmenter, input_size, args.photo_size, args.seconds)
+        for backend, segmenter in segmenters.items()
+    }
+    for backend, rate in model_only.items():
+        print(f"model-only {backend:<5} {rate:6.2f} images/s")
+    print(f"ORT / torch eager: {model_only['onnx'] / model_only['torch']:.2f}x")
+
+    photos = generate_photos(work / "photos", args.images, args.photo_size)
+    end_to_end, wall = folder_cli_rate(
+        photos, work / "out", model_dir, cache_dir, args.threads, args.cutouts == "all"
+    )
+    ratio = end_to_end / model_only["onnx"]
+    verdict = "meets" if ratio >= TARGET_RATIO else "below"
+    print(
+        f"folder CLI end to end ({args.cutouts} cutouts) {end_to_end:6.2f} images/s "
+        f"({args.images} photos, {wall:.1f} s wall)"
+    )
+    print(f"ratio to model-only ORT: {ratio:.2f} ({verdict} the target {TARGET_RATIO})")
+
+    if args.sizes:
+        input_size_study(args, segmenters["onnx"])
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, help="model version folder (default: shipped/random)")
+    parser.add_argument("--input-size", type=int, default=320, help="for a random-init model")
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--photo-size", default="800x600", help="WIDTHxHEIGHT of generated photos")
+    parser.add_argument("--threads", type=int, default=2, help="torch / ORT threads")
+    parser.add_argument("--seconds", type=float, default=15.0, help="per model-only measurement")
+    parser.add_argument(
+        "--cutouts",
+        choices=["all", "accepted"],
+        default="all",
+        help="all (--all: a cutout for every photo, the worst case) or accepted only",
+    )
+    parser.add_argument("--sizes", type=lambda v: [int(s) for s in v.split(",")], default=None)
+    parser.add_argument("--study-photos", type=int, default=40, help="chain photos per size")
+    return parser.parse_args()
+
+
+def default_or_random_model(models_dir: Path, input_size: int) -> Path:
+    from jewelcut.settings import DEFAULT_MODELS_DIR
+    from worker.model import ModelCard, build_unet, default_model_dir, save_network
+
+    try:
+        return default_model_dir(DEFAULT_MODELS_DIR)
+    except FileNotFoundError:
+        import torch
+
+        torch.manual_seed(0)
+        card = ModelCard(name=f"random-init-{input_size}", input_size=input_size)
+        save_network(build_unet(card.architecture), models_dir / card.name, card)
+        return models_dir / card.name
+
+
+def photo_shape(photo_size: str) -> tuple[int, int]:
+    width, height = (int(v) for v in photo_size.lower().split("x"))
+    return width, height
+
+
+def load_segmenter(model_dir: Path, cache_dir: Path, backend: str, threads: int) -> Segmenter:
+    from worker.pipeline import Segmenter
+
+    segmenter = Segmenter(
+        model_dir, device="cpu", backend=backend, cache_dir=cache_dir, threads=threads
+    )
+    segmenter.load()
+    return segmenter
+
+
+def model_only_rate(
+    segmenter: Segmenter, input_size: int, photo_size: str, seconds: float
+) -> float:
+    """Images/s of backend.predict alone: full batches of the tensor a photo gets at input_size."""
+    from worker.preprocess import network_size, padded
+
+    width, height = photo_shape(photo_size)
+    net_h, net_w = network_size(height, width, input_size)
+    batch = np.zeros((segmenter.batch_size, 3, padded(net_h), padded(net_w)), np.float32)
+    segmenter.backend.predict(batch)  # warm-up
+    images, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        segmenter.backend.predict(batch)
+        images += len(batch)
+    return images / (time.perf_counter() - started)
+
+
+def generate_photos(folder: Path, count: int, photo_size: str) -> Path:
+    """Listing photos from training.synth (a drawn ring when training is not installed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    width, height = photo_shape(photo_size)
+    rng = np.random.default_rng(2024)
+    for index in range(count):
+        rgb = synthetic_photo(rng, width, height)[0]
+        cv2.imwrite(
+            str(folder / f"photo-{index:04d}.jpg"), rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90]
+        )
+    return folder
+
+
+def synthetic_photo(
+    rng: np.random.Generator, width: int, height: int, kind: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from training.synth import listing_photo
+    except ImportError:
+        return drawn_ring(rng, width, height)
+    return listing_photo(rng, width, height, kind=kind)
+
+
+def drawn_ring(rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    rgb = np.full((height, width, 3), rng.integers(150, 240, 3), np.uint8)
+    mask = np.zeros((height, width), np.uint8)
+    centre, radius = (width // 2, height // 2), int(min(width, height) * rng.uniform(0.15, 0.3))
+    cv2.circle(mask, centre, radius, 1, max(4, radius // 4))
+    rgb[mask.astype(bool)] = (215, 170, 40)
+    return rgb, mask.astype(bool)
+
+
+def folder_cli_rate(
+    photos: Path, out: Path, model_dir: Path, cache_dir: Path, threads: int, write_all: bool
+) -> tuple[float, float]:
+    """Run `jewelcut segment` as a user would; images/s from its summary, and the wall time."""
+    environment = {
+        **os.environ,
+        "JEWELCUT_MODEL_CACHE_DIR": str(cache_dir),
+        "JEWELCUT_BACKEND": "onnx",
+    }
+    environment["JEWELCUT_DATA_DIR"] = str(out.parent / "data")
+    jewelcut = Path(sys.executable).with_name("jewelcut")
+    command = [str(jewelcut), "segment", str(photos), "--out", str(out)]
+    command += ["--model", str(model_dir), "--device", "cpu", "--io-threads", str(threads)]
+    command += ["--all"] if write_all else []
+    started = time.perf_counter()
+    finished = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if finished.returncode != 0:
+        sys.exit(f"jewelcut segment failed:\n{finished.stdout}\n{finished.stderr}")
+    match = re.search(r"([\d.]+) images/s", finished.stderr + finished.stdout)
+    if not match:
+        sys.exit(f"no images/s in the summary:\n{finished.stderr}")
+    return float(match.group(1)), wall
+
+
+def input_size_study(args: argparse.Namespace, segmenter: Segmenter) -> None:
+    """Quality ceiling on thin chains and ORT speed, per input size (the graph is shape-dynamic)."""
+    width, height = photo_shape(args.photo_size)
+    rng = np.random.default_rng(7)
+    kinds = ("chain", "pendant")
+    samples = [
+        synthetic_photo(rng, width, height, kind=kinds[i % 2])[1] for i in range(args.study_photos)
+    ]
+    print(f"\ninput size study: {len(samples)} chain/pendant photos at {width}x{height}")
+    print("size  IoU ceiling mean / worst   ORT images/s")
+    for size in args.sizes:
+        ious = [perfect_network_iou(mask, size) for mask in samples]
+        rate = model_only_rate(segmenter, size, args.photo_size, args.seconds / 2)
+        print(f"{size:4d}  {np.mean(ious):.3f} / {np.min(ious):.3f}          {rate:6.2f}")
+
+
+def perfect_network_iou(mask: np.ndarray, input_size: int) -> float:
+    """IoU after the pipeline's resolution round trip, if the network were perfect."""
+    from worker.cleanup import clean_mask
+    from worker.cutout import full_resolution_alpha
+    from worker.preprocess import network_size
+
+    height, width = mask.shape
+    net_h, net_w = network_size(height, width, input_size)
+    probability = cv2.resize(mask.astype(np.float32), (net_w, net_h), interpolation=cv2.INTER_AREA)
+    alpha = full_resolution_alpha(probability, clean_mask(probability), height, width)
+    predicted = alpha >= 128
+    union = (predicted | mask).sum()
+    return float((predicted & mask).sum() / union) if union else 1.0
+
+
+if __name__ == "__main__":
+    main()

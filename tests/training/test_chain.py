@@ -1,0 +1,39 @@
+"""The smoke preset runs synth -> fit -> evaluate -> export on CPU, as CI does."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from jewelcut.cli import app
+from worker.model import ModelCard, load_network, sha256_file
+
+SMOKE_BUDGET_S = 180
+
+
+@pytest.mark.slow
+def test_smoke_chain_produces_an_evaluated_loadable_model(tmp_path: Path) -> None:
+    started = time.monotonic()
+    outcome = CliRunner().invoke(app, ["train", "run", str(tmp_path), "--preset", "smoke"])
+    elapsed = time.monotonic() - started
+    assert outcome.exit_code == 0, outcome.output
+    assert elapsed < SMOKE_BUDGET_S, f"smoke chain took {elapsed:.0f} s"
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["images"] == 12
+    assert 0.0 <= report["mean_iou"] <= 1.0
+    assert set(report["by_size"]) and report["calibration"]["study_threshold"] == 0.98
+
+    model_dir = tmp_path / "models" / "smoke"
+    card = ModelCard.read(model_dir)
+    assert card.weights_sha256 == sha256_file(model_dir / "weights.safetensors")
+    assert card.weights_dtype == "float16" and card.input_size == 128
+    assert card.training["steps"] == 6 and card.training["config"]["loss"] == "bce"
+    assert card.data["train"][0]["count"] == 24
+    assert card.metrics["images"] == 12
+    network = load_network(model_dir, card)
+    assert sum(p.numel() for p in network.parameters()) > 10_000_000

@@ -1,0 +1,77 @@
+"""The training loop: schedule, deterministic sample order, checkpoints and resume."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.config import FitConfig, load_config
+from training.fit import LAST, Trainer, batch_indices, learning_rate, run_fit
+
+
+def tiny_config(data: Path, steps: int) -> FitConfig:
+    return FitConfig(
+        name="tiny",
+        train_data=[str(data)],
+        val_data=str(data),
+        crop=64,
+        batch_size=2,
+        steps=steps,
+        warmup_steps=1,
+        val_every=100,
+        checkpoint_every_s=3600,
+        input_size=96,
+    )
+
+
+def test_schedule_warms_up_then_follows_a_cosine_to_the_floor() -> None:
+    config = FitConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-5)
+    assert learning_rate(config, 0) == pytest.approx(1e-4)
+    assert learning_rate(config, 10) == pytest.approx(1e-3, rel=0.03)
+    assert learning_rate(config, 100) == pytest.approx(1e-5)
+    timed = config.model_copy(update={"time_budget_s": 50.0})
+    assert learning_rate(timed, 20, seconds=50.0) == pytest.approx(1e-5), "the time budget ends it"
+
+
+def test_sample_order_is_a_seeded_permutation_per_epoch() -> None:
+    epoch = [i for step in range(5) for i in batch_indices(step, 2, 10, seed=3)]
+    assert sorted(epoch) == list(range(10))
+    assert epoch == [i for step in range(5) for i in batch_indices(step, 2, 10, seed=3)]
+    assert epoch != [i for step in range(5) for i in batch_indices(step, 2, 10, seed=4)]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def stop_after(step: int) -> Callable[[Trainer], None]:
+    def on_step(trainer: Trainer) -> None:
+        if trainer.state.step == step:
+            raise Interrupted  # as if the process were killed right after this step
+
+    return on_step
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly_where_the_run_stopped(tiny_dataset: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_dataset, 3).model_copy(update={"checkpoint_every_s": 0.0})
+    straight = run_fit(config, tmp_path / "straight")
+    with pytest.raises(Interrupted):
+        run_fit(config, tmp_path / "stopped", on_step=stop_after(2))
+    checkpoint = Trainer(config, tmp_path / "stopped")
+    checkpoint.resume(tmp_path / "stopped" / "checkpoints" / LAST)
+    assert checkpoint.state.step == 2
+    resumed = run_fit(config, tmp_path / "stopped", resume=True)
+    assert resumed.state.step == 3
+    for (name, a), (_, b) in zip(
+        straight.network.state_dict().items(), resumed.network.state_dict().items(), strict=True
+    ):
+        if a.is_floating_point():
+            assert torch.allclose(a, b, atol=1e-5), name
+    assert load_config(tmp_path / "stopped" / "config.yaml") == config, "one config per run"
+    assert 0.0 <= straight.state.best_val_iou <= 1.0
+    assert np.isfinite(straight.state.last_loss)

@@ -1,0 +1,29 @@
+"""The prepared GPU check runs (here on CPU, tiny), so it is known to work before a GPU lease."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jewelcut.settings import PROJECT_ROOT
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_cpu(model_dir: Path, model_cache_dir: Path, tmp_path: Path) -> None:
+    report_path = tmp_path / "gpu_check.json"
+    command = [
+        sys.executable, str(PROJECT_ROOT / "scripts" / "gpu_check.py"),
+        "--device", "cpu", "--max-batch", "2", "--seconds", "0.5", "--photos", "2",
+        "--e2e-images", "4", "--model", str(model_dir), "--cache-dir", str(model_cache_dir),
+        "--json", str(report_path),
+    ]  # fmt: skip
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    report = json.loads(report_path.read_text())
+    assert report["agreement"]["ok"] and report["agreement"]["max_abs_diff"] <= 1e-4
+    assert [row["batch"] for row in report["throughput"]["rows"]] == [1, 2]
+    assert report["end_to_end"]["done"] == 4
