@@ -127,6 +127,7 @@ def backfill(
         catalogue_size,
         run_backfill,
     )
+    from worker.registry import UnknownModelVersion
 
     settings = _settings()
     since = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
@@ -141,6 +142,9 @@ def backfill(
     except BackfillBusy as busy:
         console.print(f"[yellow]{busy}[/yellow]")
         raise typer.Exit(1) from busy
+    except (UnknownModelVersion, FileNotFoundError) as unknown:  # no such (or no shipped) model
+        console.print(f"[red]{unknown}[/red]")
+        raise typer.Exit(2) from unknown
     if result.resumed_from:
         console.print(f"resumed a crashed run after image {result.resumed_from}")
     verb = "would enqueue" if result.dry_run else "enqueued"

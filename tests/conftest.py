@@ -238,7 +238,10 @@ def shipped_default_exists() -> bool:
 
 @pytest.fixture(scope="session")
 def test_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """models/ when the trained default is shipped, else a random-init real Unet version."""
+    """JEWELCUT_TEST_MODELS_DIR (a candidate's folder) if set; models/ when the trained default
+    is shipped; else a random-init real Unet version."""
+    if os.environ.get("JEWELCUT_TEST_MODELS_DIR"):
+        return Path(os.environ["JEWELCUT_TEST_MODELS_DIR"])
     if shipped_default_exists():
         return DEFAULT_MODELS_DIR
     import torch
@@ -270,7 +273,9 @@ def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _apply_environment(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> Settings:
     for name in list(os.environ):
-        if name.startswith("JEWELCUT_") and name != "JEWELCUT_SECRETS_DIR":
+        if name.startswith("JEWELCUT_") and not name.startswith(
+            ("JEWELCUT_TEST_", "JEWELCUT_SECRETS")
+        ):
             monkeypatch.delenv(name)
     for name, value in values.items():
         monkeypatch.setenv(name, value)

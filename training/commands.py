@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import numpy as np
+
+    from training.config import FitConfig, Preset
+    from training.dataset import DataRecipe
+    from training.evaluate import ImageResult
+    from training.fit import Trainer
+    from worker.preprocess import Preprocessor
 
 console = Console()
 train_app = typer.Typer(
@@ -15,7 +27,6 @@ train_app = typer.Typer(
 )
 
 PresetOption = Annotated[str | None, typer.Option(help="smoke (CI, tiny) or default.")]
-FolderList = Annotated[list[Path] | None, typer.Option()]
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +45,7 @@ def progress() -> Progress:
     )
 
 
-def preset_or_exit(name: str | None):
+def preset_or_exit(name: str | None) -> Preset | None:
     from training.config import PRESETS
 
     if name is None:
@@ -42,6 +53,12 @@ def preset_or_exit(name: str | None):
     if name not in PRESETS:
         raise typer.BadParameter(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def passive_openmp() -> None:
+    """On a shared CPU, OpenMP threads spinning while they wait made training steps 5-10x
+    slower here. Passive waiting must be chosen before torch loads its OpenMP runtime."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 # --- synth --------------------------------------------------------------------------------------
@@ -98,7 +115,7 @@ def synth(
     write_sets(recipes, preview)
 
 
-def write_sets(recipes: dict, preview: bool) -> None:  # dict[Path, DataRecipe]
+def write_sets(recipes: dict[Path, DataRecipe], preview: bool) -> None:
     from training.dataset import read_sample, write_dataset
     from training.preview import write_sheet
 
@@ -149,7 +166,7 @@ def fit(
 
 def resolve_fit_config(
     run_dir: Path, config: Path | None, preset: str | None, data: Path | None, resume: bool
-):
+) -> FitConfig:
     from training.config import CONFIG_FILE, load_config
 
     if resume and (run_dir / CONFIG_FILE).exists():
@@ -164,13 +181,14 @@ def resolve_fit_config(
     )
 
 
-def train_with_progress(fit_config, run_dir: Path, resume: bool):
+def train_with_progress(fit_config: FitConfig, run_dir: Path, resume: bool) -> Trainer:
+    passive_openmp()
     from training.fit import run_fit
 
     with progress() as bar:
         task = bar.add_task("fit", total=fit_config.steps, info="")
 
-        def on_step(trainer) -> None:
+        def on_step(trainer: Trainer) -> None:
             state = trainer.state
             val = "-" if state.last_val_iou is None else f"{state.last_val_iou:.3f}"
             bar.update(task, completed=state.step, info=f"loss {state.last_loss:.4f} val IoU {val}")
@@ -205,7 +223,8 @@ def evaluate_model(
     batch_size: int,
     limit: int | None,
     sheet: bool,
-) -> dict:
+) -> dict[str, Any]:
+    passive_openmp()
     import json
 
     import torch
@@ -220,7 +239,7 @@ def evaluate_model(
     preprocessor = Preprocessor(card.input_size, card.mean, card.std)
 
     @torch.inference_mode()
-    def predict(batch):
+    def predict(batch: np.ndarray) -> np.ndarray:
         return torch.sigmoid(network(torch.from_numpy(batch))[:, 0]).numpy()
 
     total = min(len(read_manifest(data)["samples"]), limit or 10**9)
@@ -244,7 +263,13 @@ def evaluate_model(
     return report
 
 
-def write_worst_sheet(results, data: Path, path: Path, predict, preprocessor) -> None:
+def write_worst_sheet(
+    results: Sequence[ImageResult],
+    data: Path,
+    path: Path,
+    predict: Callable[[np.ndarray], np.ndarray],
+    preprocessor: Preprocessor,
+) -> None:
     """The 12 lowest-IoU images with the cleaned predicted mask outlined."""
     from training.dataset import read_sample
     from training.preview import write_sheet
@@ -265,7 +290,7 @@ def write_worst_sheet(results, data: Path, path: Path, predict, preprocessor) ->
     console.print(f"worst images: {path}")
 
 
-def print_report(report: dict) -> None:
+def print_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     calibration = report["calibration"]

@@ -48,6 +48,9 @@ class FitConfig(BaseModel):
     warmup_steps: int = 50
     schedule: Literal["cosine", "constant"] = "cosine"
     loss: Literal["bce", "bce+dice"] = "bce"
+    # The encoder's BatchNorm comes with momentum 0.01 (TF's 0.99): on a short run its running
+    # statistics lag the weights so far that eval-mode output was empty at step 300.
+    bn_momentum: float = 0.1
     seed: int = 0
     val_every: int = 150
     checkpoint_every_s: float = 300.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,27 @@ def make_loss(config: FitConfig) -> Callable[[torch.Tensor, torch.Tensor], torch
     return loss
 
 
+def set_bn_momentum(network: nn.Module, momentum: float | None) -> None:
+    for module in network.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = momentum
+
+
+@torch.no_grad()
+def recalibrate_bn(network: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
+    """Replace BatchNorm running statistics with exact averages over `batches` (train-mode
+    forward passes, no weight change), so eval mode matches the final weights."""
+    set_bn_momentum(network, None)  # None: a cumulative average
+    for module in network.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+    network.train()
+    for batch in batches:
+        network(batch)
+    set_bn_momentum(network, 0.1)
+    return network.eval()
+
+
 def batch_indices(step: int, batch_size: int, size: int, seed: int) -> list[int]:
     """Indices of the samples of `step`: a fresh permutation per epoch, fixed by the seed, so a
     resumed run sees exactly the samples the uninterrupted run would have seen."""
@@ -112,6 +133,7 @@ class Trainer:
         seed_everything(config.seed)
         self.network = build_unet(config.architecture).to(self.device)
         self.network = self.network.to(memory_format=torch.channels_last)
+        set_bn_momentum(self.network, config.bn_momentum)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
         self.use_amp = self.device.type == "cuda" and config.amp == "auto"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)

@@ -74,7 +74,7 @@ def resolve_device(device: str) -> str:
 
 
 class TorchBackend:
-    """inference_mode, channels_last, bf16 (or fp16) autocast on CUDA; fp32 on CPU."""
+    """inference_mode; on CUDA channels_last and bf16 (or fp16) autocast; plain fp32 on CPU."""
 
     def __init__(
         self,
@@ -89,11 +89,14 @@ class TorchBackend:
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device)
-        if self.device.type == "cuda":
+        cuda = self.device.type == "cuda"
+        if cuda:
             # Few distinct shapes (multiples of 32 up to input_size): autotuning pays off.
             torch.backends.cudnn.benchmark = True
+        # channels_last feeds the tensor cores; on this CPU it made the Unet several times slower.
+        self.memory_format = torch.channels_last if cuda else torch.contiguous_format
         self.network = load_network(model_dir, card).to(
-            self.device, memory_format=torch.channels_last
+            self.device, memory_format=self.memory_format
         )
         self.name = f"torch-{self.device.type}"
         self.autocast_dtype = _autocast_dtype(self.device)
@@ -105,7 +108,7 @@ class TorchBackend:
         with torch.inference_mode():
             tensor = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
             tensor = tensor.to(self.device, non_blocking=True).contiguous(
-                memory_format=torch.channels_last
+                memory_format=self.memory_format
             )
             autocast = (
                 torch.autocast(self.device.type, dtype=self.autocast_dtype)
@@ -180,6 +183,9 @@ def _open_session(path: Path, threads: int | None) -> Any:
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle ORT threads would spin for work, taking the cores that decode and encode need:
+    # measured on 2 cores, model-only 4.2 -> 7.6 images/s and end to end 3.2 -> 4.8 without.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from worker.folder import SegmentSummary
 
 console = Console(stderr=True)
+BACKENDS = ("auto", "torch", "onnx")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def register(app: typer.Typer) -> None:
@@ -59,6 +61,9 @@ def segment(
 
     settings = get_settings()
     configure_logging(settings)
+    for name, value, allowed in (("--backend", backend, BACKENDS), ("--device", device, DEVICES)):
+        if value is not None and value not in allowed:
+            raise typer.BadParameter(f"takes {', '.join(allowed)}", param_hint=name)
     overrides = {"batch_size": batch_size, "backend": backend, "device": device}
     settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     try:

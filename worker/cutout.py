@@ -26,23 +26,33 @@ EDGE_LOW, EDGE_HIGH = 0.25, 0.75  # probabilities mapped to alpha 0 and 1
 SOLID_ALPHA = 250  # alpha from which a pixel's colour is trusted as the object's own
 
 
+def _ramp_table() -> np.ndarray:
+    probability = np.arange(256, dtype=np.float64) / 255.0
+    ramp = np.clip((probability - EDGE_LOW) / (EDGE_HIGH - EDGE_LOW), 0.0, 1.0)
+    return np.round(ramp * 255.0).astype(np.uint8)
+
+
+RAMP = _ramp_table()  # probability (0..255) -> alpha (0..255)
+
+
 def full_resolution_alpha(
     probability: np.ndarray, mask: np.ndarray, height: int, width: int
 ) -> np.ndarray:
-    """uint8 alpha (height, width) from the network-resolution probability and cleaned mask."""
+    """uint8 alpha (height, width) from the network-resolution probability and cleaned mask.
+    Works in uint8 (1/255 steps are finer than a soft edge needs): a few times faster."""
     if not mask.any():
         return np.zeros((height, width), np.uint8)
-    support = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8))
-    support_full = cv2.resize(support.astype(np.float32), (width, height), cv2.INTER_LINEAR)
-    probability_full = cv2.resize(probability.astype(np.float32), (width, height), cv2.INTER_LINEAR)
-    ramp = (probability_full - EDGE_LOW) * (1.0 / (EDGE_HIGH - EDGE_LOW))
-    alpha = np.clip(ramp, 0.0, 1.0) * np.clip(support_full, 0.0, 1.0)
-    return (alpha * 255.0 + 0.5).astype(np.uint8)
+    size = (width, height)
+    probability8 = (np.clip(probability, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    ramp = cv2.LUT(cv2.resize(probability8, size, interpolation=cv2.INTER_LINEAR), RAMP)
+    support = cv2.dilate(mask.astype(np.uint8) * np.uint8(255), np.ones((3, 3), np.uint8))
+    support = cv2.resize(support, size, interpolation=cv2.INTER_LINEAR)
+    return cv2.multiply(ramp, support, scale=1.0 / 255.0)
 
 
 def binary_mask(alpha: np.ndarray) -> np.ndarray:
     """The cleaned mask at full size as 0/255, consistent with the cutout's alpha."""
-    return np.where(alpha >= 128, np.uint8(255), np.uint8(0))
+    return cv2.threshold(alpha, 127, 255, cv2.THRESH_BINARY)[1]
 
 
 def object_box(alpha: np.ndarray, margin: float = DEFAULT_CROP_MARGIN) -> tuple[int, int, int, int]:
@@ -90,18 +100,22 @@ def _blur_size(shape: tuple[int, ...], alpha: np.ndarray) -> int:
 
 
 def _decontaminate_box(rgb: np.ndarray, alpha: np.ndarray, size: int) -> np.ndarray:
-    solid = (alpha >= SOLID_ALPHA).astype(np.float32)
-    weight = cv2.blur(solid, (size, size))
-    colour_sum = cv2.blur(rgb.astype(np.float32) * solid[:, :, None], (size, size))
-    solid_colour = colour_sum / np.maximum(weight, 1e-3)[:, :, None]
+    solid = (alpha >= SOLID_ALPHA).astype(np.uint8)
+    kernel = (size, size)
+    weight = cv2.boxFilter(solid, cv2.CV_32F, kernel, normalize=False)
+    colour_sum = cv2.boxFilter(
+        cv2.bitwise_and(rgb, rgb, mask=solid), cv2.CV_32F, kernel, normalize=False
+    )
+    result = rgb.copy()
+    result[alpha == 0] = 0
+    # Only edge pixels (and transparent ones next to the object) change: work on those alone.
+    rows, cols = np.nonzero((alpha < SOLID_ALPHA) & (weight > 0))
+    solid_colour = colour_sum[rows, cols] / weight[rows, cols, None]
     # Mostly-transparent pixels are mostly old background: take the object's colour; towards
     # opaque, keep more of the pixel's own colour (fine metal shading at the edge).
-    own = np.clip((alpha.astype(np.float32) - 128.0) * (1.0 / 127.0), 0.0, 1.0)[:, :, None]
-    no_solid_nearby = weight <= 1e-3
-    own[no_solid_nearby] = 1.0  # nothing better to go on: keep the pixel's colour
-    estimate = solid_colour + own * (rgb - solid_colour)
-    result = np.clip(estimate + 0.5, 0, 255).astype(np.uint8)
-    result[(alpha == 0) & no_solid_nearby] = 0
+    own = np.clip((alpha[rows, cols].astype(np.float32) - 128.0) * (1.0 / 127.0), 0.0, 1.0)
+    estimate = solid_colour + own[:, None] * (rgb[rows, cols] - solid_colour)
+    result[rows, cols] = np.clip(estimate + 0.5, 0, 255).astype(np.uint8)
     return result
 
 

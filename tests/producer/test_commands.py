@@ -39,3 +39,9 @@ def test_backfill_and_reap_commands(
     reaped = runner.invoke(app, ["reap"])
     assert reaped.exit_code == 0
     assert "re-enqueued 0 images" in reaped.output  # nothing is past its deadline yet
+
+
+def test_backfill_names_an_unknown_model_version(distributed_settings: Settings) -> None:
+    result = CliRunner().invoke(app, ["backfill", "--model-version", "no-such-model"])
+    assert result.exit_code == 2
+    assert "no-such-model" in result.output and "neither shipped nor registered" in result.output

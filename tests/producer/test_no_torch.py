@@ -9,6 +9,7 @@ PRODUCER_MODULES = (
     "producer.backfill",
     "producer.catalogue",
     "producer.commands",
+    "producer.demo",
     "producer.queueing",
     "producer.reaper",
     "producer.report",

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
+import numpy as np
 import pytest
+from PIL import Image as PILImage
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from jewelcut.db import Image, Segmentation, session_scope, utcnow
 from jewelcut.settings import Settings
-from jewelcut.storage import get_storage
-from worker.chunk import claim_images, get_segmenter, record_outcomes, run_chunk
-from worker.pipeline import ImageOutcome
+from jewelcut.storage import cutout_key, get_storage, preview_key
+from worker.chunk import (
+    claim_images,
+    get_segmenter,
+    record_outcomes,
+    run_chunk,
+    write_artifacts,
+)
+from worker.gate import GateThresholds, score_and_gate
+from worker.pipeline import ImageOutcome, Prediction
 from worker.registry import active_model_version, ensure_registered
 
 
@@ -180,3 +190,37 @@ def test_a_broken_stream_keeps_what_finished(
     assert (rows["first"].status, rows["first"].reason) == ("failed", "decode_error")
     assert rows["second"].status == "processing"  # left for the reaper, attempts counted
     assert rows["second"].attempts == 1
+
+
+def _prediction(accepted: bool) -> Prediction:
+    """A hand-made prediction at network resolution: a confident square (or a vague one)."""
+    probability = np.full((48, 64), 0.001, dtype=np.float32)
+    probability[12:36, 16:48] = 0.999 if accepted else 0.6
+    mask = probability > 0.5
+    gate = score_and_gate(probability, mask, GateThresholds())
+    assert (gate.decision == "accepted") is accepted
+    return Prediction(probability, mask, gate)
+
+
+def test_accepted_images_get_a_full_size_cutout_and_a_preview(
+    distributed_settings: Settings,
+) -> None:
+    storage = get_storage(distributed_settings)
+    photo = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+
+    accepted = write_artifacts(storage, "v1", "img-a", photo, _prediction(accepted=True))
+    assert accepted == {
+        "cutout_uri": f"s3://{distributed_settings.s3_bucket}/{cutout_key('v1', 'img-a')}",
+        "preview_uri": f"s3://{distributed_settings.s3_bucket}/{preview_key('v1', 'img-a')}",
+    }
+    with PILImage.open(io.BytesIO(storage.get(cutout_key("v1", "img-a")))) as cutout:
+        assert (cutout.format, cutout.mode, cutout.size) == ("PNG", "RGBA", (320, 240))
+        alpha = np.asarray(cutout)[:, :, 3]
+    assert alpha[120, 160] == 255 and alpha[5, 5] == 0  # object kept, background cleared
+    with PILImage.open(io.BytesIO(storage.get(preview_key("v1", "img-a")))) as preview:
+        assert (preview.format, preview.size) == ("JPEG", (320, 240))
+        assert np.asarray(preview)[5, 5].min() > 240  # the cutout on white
+
+    rejected = write_artifacts(storage, "v1", "img-r", photo, _prediction(accepted=False))
+    assert set(rejected) == {"preview_uri"}  # no cutout; the person sees the photo
+    assert not storage.exists(cutout_key("v1", "img-r"))
