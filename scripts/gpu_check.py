@@ -72,7 +72,7 @@ def parse_args() -> argparse.Namespace:
         "--tolerance",
         type=float,
         default=None,
-        help="max abs probability difference allowed (default 0.05 under bf16/fp16, 1e-4 fp32)",
+        help="max abs probability difference allowed (default 0.1 under bf16/fp16, 1e-4 fp32)",
     )
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args()
@@ -129,13 +129,34 @@ def make_photos(count: int, photo_size: str) -> list[bytes]:
 def agreement(
     reference: Any, under_test: Any, photos: list[bytes], tolerance: float | None
 ) -> dict[str, Any]:
+    """The path as it runs (autocast on CUDA), and on CUDA also in fp32 (TF32 allowed): a
+    difference there is a kernel or layout bug, not half precision."""
     prepared = [reference.preprocess(reference.decode(photo)) for photo in photos]
     batch = np.stack([item.tensor for item in prepared])
     expected = reference.backend.predict(batch)
-    actual = under_test.backend.predict(batch)
-    difference = np.abs(expected - actual)
     autocast = getattr(under_test.backend, "autocast_dtype", None)
-    limit = tolerance if tolerance is not None else (0.05 if autocast is not None else 1e-4)
+    limit = tolerance if tolerance is not None else (0.1 if autocast is not None else 1e-4)
+    result = compare(reference, under_test, prepared, expected, f"autocast {autocast}", limit)
+    if autocast is not None:
+        under_test.backend.autocast_dtype = None
+        try:
+            fp32 = compare(reference, under_test, prepared, expected, "fp32/TF32", 1e-2)
+        finally:
+            under_test.backend.autocast_dtype = autocast
+        result = {**result, "fp32": fp32, "ok": result["ok"] and fp32["ok"]}
+    return result
+
+
+def compare(
+    reference: Any,
+    under_test: Any,
+    prepared: list[Any],
+    expected: np.ndarray,
+    label: str,
+    limit: float,
+) -> dict[str, Any]:
+    actual = under_test.backend.predict(np.stack([item.tensor for item in prepared]))
+    difference = np.abs(expected - actual)
     decisions = [
         reference.finish(e[: p.height, : p.width]).gate.decision
         == under_test.finish(a[: p.height, : p.width]).gate.decision
@@ -143,18 +164,19 @@ def agreement(
     ]
     result = {
         "backend": under_test.backend.name,
-        "autocast": str(autocast),
+        "precision": label,
         "max_abs_diff": float(difference.max()),
+        "p999_abs_diff": float(np.quantile(difference, 0.999)),
         "mean_abs_diff": float(difference.mean()),
         "tolerance": limit,
         "decisions_agree": f"{sum(decisions)}/{len(decisions)}",
         "ok": bool(difference.max() <= limit),
     }
     print(
-        f"\nagreement {result['backend']} (autocast {result['autocast']}) vs onnx-cpu: "
-        f"max |dp| {result['max_abs_diff']:.2e}, mean {result['mean_abs_diff']:.2e}, "
-        f"tolerance {limit:g} -> {'OK' if result['ok'] else 'FAIL'}; "
-        f"decisions agree {result['decisions_agree']}"
+        f"\nagreement {result['backend']} ({label}) vs onnx-cpu: "
+        f"max |dp| {result['max_abs_diff']:.2e}, 99.9% {result['p999_abs_diff']:.2e}, "
+        f"mean {result['mean_abs_diff']:.2e}, tolerance {limit:g} -> "
+        f"{'OK' if result['ok'] else 'FAIL'}; decisions agree {result['decisions_agree']}"
     )
     return result
 
