@@ -1,5 +1,6 @@
 """The one settings object. Every value comes from the environment (prefix JEWELCUT_), a .env
-file, or a secrets directory (one file per setting, e.g. /run/secrets/jewelcut_s3_secret_access_key).
+file, or a secrets directory (one file per setting, e.g.
+/run/secrets/jewelcut_s3_secret_access_key).
 
 With nothing configured, jewelcut runs embedded: SQLite, a local folder for storage and tasks
 executed in-process. Setting the database, broker and S3 URLs switches to the distributed
@@ -30,7 +31,7 @@ class Settings(BaseSettings):
 
     # --- where things live -------------------------------------------------------------------
     data_dir: Path = Field(Path("jewelcut-data"), description="Embedded mode's home folder.")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite.")
     broker_url: str | None = Field(None, description="Redis URL; unset runs tasks in-process.")
     s3_endpoint_url: str | None = Field(None, description="S3 API endpoint (MinIO, moto, AWS).")
     s3_bucket: str | None = Field(None, description="Bucket for cutouts; unset uses data_dir.")

@@ -58,7 +58,8 @@ class ModelCard(BaseModel):
 
     def write(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / CARD_FILE).write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        card_json = json.dumps(self.model_dump(mode="json"), indent=2)
+        (directory / CARD_FILE).write_text(card_json + "\n")
 
 
 def build_unet(architecture: Architecture | None = None) -> Any:
@@ -113,18 +114,22 @@ def load_network(directory: Path, card: ModelCard | None = None) -> Any:
     return network.eval().requires_grad_(False).to(torch.float32)
 
 
-def save_network(network: Any, directory: Path, card: ModelCard, dtype: str = "float16") -> ModelCard:
+def save_network(
+    network: Any, directory: Path, card: ModelCard, dtype: str = "float16"
+) -> ModelCard:
     """Write weights (fp16 by default) and the card with their sha256."""
     import torch
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     torch_dtype = {"float16": torch.float16, "float32": torch.float32}[dtype]
-    state = {k: v.detach().to("cpu", torch_dtype).contiguous() for k, v in network.state_dict().items()}
-    # BatchNorm's num_batches_tracked is int64: keep integer buffers as they are.
-    for key, value in network.state_dict().items():
-        if not value.is_floating_point():
-            state[key] = value.detach().cpu().contiguous()
+    # Integer buffers (BatchNorm's num_batches_tracked) keep their dtype.
+    state = {
+        key: value.detach()
+        .to("cpu", torch_dtype if value.is_floating_point() else value.dtype)
+        .contiguous()
+        for key, value in network.state_dict().items()
+    }
     save_file(state, str(directory / WEIGHTS_FILE))
     card = card.model_copy(
         update={"weights_sha256": sha256_file(directory / WEIGHTS_FILE), "weights_dtype": dtype}
