@@ -1,4 +1,5 @@
-"""Core commands: `db upgrade|downgrade`, `enqueue`, `worker` (registered by jewelcut.cli)."""
+"""Core commands: `db upgrade|downgrade`, `enqueue`, `queue`, `worker` (registered by
+jewelcut.cli)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -112,6 +114,24 @@ def _lines(path: Path) -> Iterator[str]:
         yield from handle
 
 
+def queue() -> None:
+    """Chunk messages waiting per queue (the broker), and unfinished rows (Postgres)."""
+    from jewelcut.queue import CHUNK_QUEUES, CONTROL_QUEUE, backlog, queue_depth
+    from jewelcut.settings import get_settings
+
+    settings = get_settings()
+    if settings.embedded:
+        print("embedded mode: no broker, chunks run in-process")
+    else:
+        for name in (*CHUNK_QUEUES, CONTROL_QUEUE):
+            print(f"queue {name}: {queue_depth(settings, name)} chunk messages waiting")
+    rows = backlog(settings)
+    print(
+        f"rows queued: {rows.queued}, processing: {rows.processing} "
+        f"(past the {settings.processing_timeout_s}s timeout: {rows.stale})"
+    )
+
+
 def worker(
     queues: Annotated[str, typer.Option(help="Queues to consume, in order.")] = "priority,bulk",
     gpu: Annotated[
@@ -129,8 +149,8 @@ def worker(
     elif device:
         os.environ["JEWELCUT_DEVICE"] = device
     from jewelcut.logs import configure_logging
-    from jewelcut.metrics import serve_metrics
-    from jewelcut.queue import configure_app
+    from jewelcut.metrics import serve_metrics, watch_queue_depth
+    from jewelcut.queue import CHUNK_QUEUES, configure_app, queue_depth
     from jewelcut.settings import get_settings, reset_settings_cache
 
     reset_settings_cache()
@@ -139,6 +159,7 @@ def worker(
         raise typer.BadParameter("no broker configured (JEWELCUT_BROKER_URL): nothing to consume")
     configure_logging(settings)
     serve_metrics(settings.metrics_port)
+    watch_queue_depth(partial(queue_depth, settings), CHUNK_QUEUES)
     app = configure_app(settings)
     if preload:
         _preload_model(settings)
@@ -162,4 +183,5 @@ def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
     app.add_typer(db_app, name="db")
     app.command("enqueue")(enqueue)
+    app.command("queue")(queue)
     app.command("worker")(worker)

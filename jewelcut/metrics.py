@@ -8,6 +8,9 @@ latency, batch sizes, chunk duration, GPU memory. Counting happens in one place
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -63,6 +66,20 @@ def record_gpu_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         GPU_MEMORY_BYTES.set(torch.cuda.memory_allocated())
+
+
+def watch_queue_depth(depth: Callable[[str], int], queues: Sequence[str]) -> None:
+    """Read each queue's depth when Prometheus scrapes (NaN while the broker is unreachable)."""
+    for queue in queues:
+        QUEUE_DEPTH.labels(queue).set_function(partial(_depth_or_nan, depth, queue))
+
+
+def _depth_or_nan(depth: Callable[[str], int], queue: str) -> float:
+    try:
+        return float(depth(queue))
+    except Exception:  # a scrape must never fail because the broker is down
+        log.debug("queue depth unavailable", exc_info=True, extra={"queue": queue})
+        return math.nan
 
 
 def serve_metrics(port: int | None) -> None:

@@ -11,6 +11,8 @@ In embedded mode (no broker URL) `send_chunk` runs the chunk in-process, synchro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
@@ -39,6 +41,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout_s,
+            # How often a worker looks for messages a dead worker held past the visibility
+            # timeout and puts them back (kombu's default sweep is every ~100 s).
+            "unacked_restore_interval": restore_interval_s(settings),
+            "unacked_restore_throttle": 1,
             # Consume queues in the order a worker lists them (priority before bulk), not in turn.
             "queue_order_strategy": "priority",
         },
@@ -61,6 +67,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
+
+
+def restore_interval_s(settings: Settings) -> int:
+    """A quarter of the visibility timeout, between 1 s and a minute."""
+    return max(1, min(60, settings.visibility_timeout_s // 4))
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -139,3 +150,30 @@ def queue_depth(
             return int(sum(pipe.execute()))
     finally:
         client.close()
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Unfinished rows in Postgres, the source of truth (the broker may have lost messages)."""
+
+    queued: int
+    processing: int
+    stale: int  # processing past the processing timeout: the reaper will re-enqueue them
+
+
+def backlog(settings: Settings | None = None) -> Backlog:
+    from sqlalchemy import func, select
+
+    from jewelcut.db import Segmentation, session_scope, utcnow
+
+    settings = settings or get_settings()
+    stale_before = utcnow() - timedelta(seconds=settings.processing_timeout_s)
+    processing = Segmentation.status == "processing"
+    query = select(
+        func.count().filter(Segmentation.status == "queued"),
+        func.count().filter(processing),
+        func.count().filter(processing & (Segmentation.started_at < stale_before)),
+    ).where(Segmentation.status.in_(("queued", "processing")))
+    with session_scope(settings.resolved_database_url) as session:
+        queued, in_progress, stale = session.execute(query).one()
+    return Backlog(queued, in_progress, stale)

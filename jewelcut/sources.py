@@ -2,8 +2,8 @@
 
 Only two kinds of source are ever read: `s3://bucket/key` in an allowed bucket (the settings'
 source buckets and the cutout bucket) and `file://` paths under the configured source root.
-Anything else ends the image as `unsupported_source`; a missing object or an S3 error that
-outlasts boto3's retries ends it as `fetch_error`.
+Anything else ends the image as `unsupported_source`; a missing object, or an S3 endpoint still
+unreachable after jewelcut.storage's retries (about half a minute), ends it as `fetch_error`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlparse
 
 from jewelcut.errors import ImageFailure
 from jewelcut.settings import Settings
-from jewelcut.storage import s3_client
+from jewelcut.storage import read_object, s3_client
 
 
 def fetch_source(uri: str, settings: Settings) -> bytes:
@@ -42,8 +42,7 @@ def _fetch_s3(uri: str, settings: Settings) -> bytes:
     if bucket not in allowed_buckets(settings):
         raise ImageFailure("unsupported_source", f"bucket {bucket!r} is not a source bucket")
     try:
-        response = s3_client(settings).get_object(Bucket=bucket, Key=key)
-        return response["Body"].read()
+        return read_object(s3_client(settings), bucket, key)
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "error")
         raise ImageFailure("fetch_error", f"{uri}: S3 said {code}") from error

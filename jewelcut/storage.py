@@ -2,6 +2,11 @@
 
 Keys are deterministic (`cutout_key`, `preview_key`), so a retried image overwrites its objects
 and never duplicates them. Credentials come only from the settings (environment or secret files).
+
+An S3 call that cannot reach the endpoint (connection refused or reset, timeouts, 5xx after
+boto3's own quick retries) is tried again with backoff for about half a minute
+(`with_s3_retries`), so a restart or a short outage of the S3 server delays images instead of
+failing them; after that the caller's error says what happened.
 """
 
 from __future__ import annotations
@@ -9,14 +14,17 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
+from jewelcut.retry import with_retries
 from jewelcut.settings import Settings
 
-S3_MAX_ATTEMPTS = 5
+T = TypeVar("T")
+S3_MAX_ATTEMPTS = 3  # boto3's own attempts per call (throttling, 5xx; quick: 50 ms base)
+S3_RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15)  # then ours, while the endpoint is unreachable
 
 
 def cutout_key(model_version: str, image_id: str) -> str:
@@ -51,18 +59,21 @@ class S3Storage:
         self.bucket = bucket
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        with_s3_retries(
+            lambda: self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
+            )
+        )
         return self.uri(key)
 
     def get(self, key: str) -> bytes:
-        response = self.client.get_object(Bucket=self.bucket, Key=key)
-        return response["Body"].read()
+        return read_object(self.client, self.bucket, key)
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
+            with_s3_retries(lambda: self.client.head_object(Bucket=self.bucket, Key=key))
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
@@ -122,6 +133,33 @@ class LocalStorage:
             if path.is_file() and not path.name.startswith(".")
         )
         yield from sorted(key for key in keys if key.startswith(prefix))
+
+
+def read_object(client: Any, bucket: str, key: str) -> bytes:
+    """An object's bytes; the body is read inside the retry, so a reset mid-body retries too."""
+    return with_s3_retries(lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def with_s3_retries(action: Callable[[], T]) -> T:
+    """Run an S3 call, retrying with backoff while the endpoint is unreachable."""
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as S3ConnectionError
+
+    return with_retries(
+        action,
+        retry_on=(S3ConnectionError, HTTPClientError, ClientError),
+        retryable=_unreachable,
+        delays_s=S3_RETRY_DELAYS_S,
+        what="S3",
+    )
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Connection errors, and server errors (5xx) boto3's own retries did not get past."""
+    response = getattr(error, "response", None)
+    if response is None:
+        return True
+    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500
 
 
 _clients: dict[tuple[Any, ...], Any] = {}

@@ -331,11 +331,14 @@ def export(
         Path | None, typer.Option(help="Evaluation report JSON for the card.")
     ] = None,
     onnx: Annotated[bool, typer.Option(help="Also write model.onnx.")] = False,
+    note: Annotated[
+        list[str] | None, typer.Option(help="A line for the card's training notes; repeatable.")
+    ] = None,
 ) -> None:
     """Write OUT/NAME/weights.safetensors (fp16) and model.json (card with sha256, metrics)."""
     from training.export import export_model
 
-    directory, card = export_model(checkpoint, out, name, report, onnx)
+    directory, card = export_model(checkpoint, out, name, report, onnx, notes=note)
     size_mb = (directory / "weights.safetensors").stat().st_size / 1e6
     console.print(
         f"[green]exported[/] {card.name} to {directory} "
@@ -377,5 +380,5 @@ def run_chain(
         best, out / "data" / "heldout", out / "report.json", 0.98, 8, None, False
     )
     print_report(report)
-    export(best, out=out / "models", name=None, report=out / "report.json", onnx=False)
+    export(best, out=out / "models", name=None, report=out / "report.json", onnx=False, note=[])
     console.print(f"[bold green]chain done[/] in {time.monotonic() - started:.0f} s")

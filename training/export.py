@@ -43,10 +43,11 @@ def data_recipes(folders: list[str]) -> list[dict[str, Any]]:
     return recipes
 
 
-def training_record(extra: dict[str, Any]) -> dict[str, Any]:
+def training_record(extra: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     config: FitConfig = extra["config"]
     state = extra["state"]
     return {
+        "notes": notes,
         "config": config.to_dict(),
         "steps": state["step"],
         "training_seconds": round(state["seconds"], 1),
@@ -57,7 +58,11 @@ def training_record(extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_card(
-    name: str, base: ModelCard, extra: dict[str, Any], report: dict[str, Any] | None
+    name: str,
+    base: ModelCard,
+    extra: dict[str, Any],
+    report: dict[str, Any] | None,
+    notes: list[str] | None = None,
 ) -> ModelCard:
     """The card: the network's facts plus how it was trained and what it measured."""
     update: dict[str, Any] = {
@@ -66,7 +71,7 @@ def build_card(
     }
     if extra:
         config: FitConfig = extra["config"]
-        update["training"] = training_record(extra)
+        update["training"] = training_record(extra, notes or [])
         update["data"] = {
             "generator": "training.synth: procedural jewellery on photo and procedural backgrounds",
             "train": data_recipes(config.train_data),
@@ -86,12 +91,15 @@ def export_model(
     report_path: Path | None = None,
     onnx: bool = False,
     dtype: str = "float16",
+    notes: list[str] | None = None,
 ) -> tuple[Path, ModelCard]:
     network, base, extra = load_any(source)
     name = name or base.name
     report = json.loads(report_path.read_text()) if report_path else None
     directory = out_dir / name
-    card = save_network(network, directory, build_card(name, base, extra, report), dtype=dtype)
+    card = save_network(
+        network, directory, build_card(name, base, extra, report, notes), dtype=dtype
+    )
     if onnx:
         from worker.backends import export_onnx  # the worker's own export: one way to do it
 

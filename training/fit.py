@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,21 +86,6 @@ def set_bn_momentum(network: nn.Module, momentum: float | None) -> None:
     for module in network.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = momentum
-
-
-@torch.no_grad()
-def recalibrate_bn(network: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
-    """Replace BatchNorm running statistics with exact averages over `batches` (train-mode
-    forward passes, no weight change), so eval mode matches the final weights."""
-    set_bn_momentum(network, None)  # None: a cumulative average
-    for module in network.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.reset_running_stats()
-    network.train()
-    for batch in batches:
-        network(batch)
-    set_bn_momentum(network, 0.1)
-    return network.eval()
 
 
 def batch_indices(step: int, batch_size: int, size: int, seed: int) -> list[int]:

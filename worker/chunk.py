@@ -3,12 +3,17 @@
 Plain functions over the database, storage and the pipeline, so they are testable without a
 broker. The order makes redelivery and concurrent delivery safe:
 
-1. claim: rows still `queued` (or `processing` past the processing timeout: their worker died)
-   become `processing` with attempts+1 in one UPDATE .. RETURNING; a row another delivery has
-   claimed, or one already `done`, is not returned, so no image is processed twice at once;
-2. stream the claimed images through worker.pipeline.process_stream (fetch -> decode -> Unet ->
-   cleanup -> gate -> cutout + preview uploaded to deterministic keys, so a retry overwrites);
-3. one bulk upsert of every outcome.
+1. claim, in one transaction: rows still `queued` (or `processing` past the processing timeout:
+   their worker died) become `processing`; a row another delivery has claimed, or one already
+   `done`, is not returned, so no image is processed twice at once. A claimable row that has
+   already been tried `max_attempts` times ends `failed` (too_many_attempts) instead;
+2. stream the first-time images (attempts 0 -> 1 at claim) through
+   worker.pipeline.process_stream (fetch -> decode -> Unet -> cleanup -> gate -> cutout + preview
+   uploaded to deterministic keys, so a retry overwrites), then one bulk upsert of the outcomes;
+3. then the retried images (an earlier delivery started them and never recorded a result: its
+   process may have died on one of them) one at a time, each counting its attempt just before
+   it runs and recorded just after, so a poison image that kills the process takes down only
+   itself, and ends failed after max_attempts while the rest of its chunk completes.
 """
 
 from __future__ import annotations
@@ -18,17 +23,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from jewelcut import metrics
 from jewelcut.db import Image, Segmentation, session_scope, utcnow
 from jewelcut.logs import get_logger, log_context
+from jewelcut.retry import with_retries
 from jewelcut.settings import Settings, get_settings
 from jewelcut.sources import fetch_source
 from jewelcut.storage import Storage, cutout_key, get_storage, preview_key
@@ -41,6 +48,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 T = TypeVar("T")
 DATABASE_RETRY_DELAYS_S = (1, 2, 4, 8, 15, 30)  # rides out a Postgres restart
+TOO_MANY_ATTEMPTS = "too_many_attempts"  # the reason the reaper gives too (producer.reaper)
 
 # Result columns the upsert writes; status 'done'/'failed' and the rest come from the outcome.
 RESULT_COLUMNS = (
@@ -67,12 +75,24 @@ class ChunkSummary:
     model_version: str
     requested: int
     claimed: int = 0
+    retried: int = 0  # claimed again after an earlier delivery died on them: run one at a time
     done: int = 0
     failed: int = 0
     accepted: int = 0
     skipped: int = 0  # already done, claimed elsewhere, or unknown
     seconds: float = 0.0
     failures: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one delivery of a chunk took: {image_id: source_uri} of every claimed image, the
+    first-time ones and the retried ones (least-tried first), and the rows it gave up on."""
+
+    sources: dict[str, str]
+    fresh: list[str]
+    retried: list[str]
+    gave_up: list[str]
 
 
 def run_chunk(
@@ -91,16 +111,11 @@ def run_chunk(
     with log_context(chunk_id=chunk_id, model_version=model_version):
         # The model first: a worker that cannot load it must not claim (and strand) any rows.
         segmenter = get_segmenter(model_version, settings)
-        sources = with_database_retries(lambda: claim_images(image_ids, model_version, settings))
-        summary.claimed = len(sources)
-        summary.skipped = len(set(image_ids)) - len(sources)
-        outcomes: list[ImageOutcome] = []
-        try:
-            outcomes.extend(segment_images(segmenter, sources, model_version, settings))
-        finally:
-            # Even when the stream broke off: keep what finished; the reaper requeues the rest.
-            with_database_retries(lambda: record_outcomes(outcomes, model_version, settings))
-        _count(summary, outcomes)
+        claim = with_database_retries(lambda: claim_chunk(image_ids, model_version, settings))
+        summary.claimed, summary.retried = len(claim.sources), len(claim.retried)
+        summary.skipped = len(set(image_ids)) - len(claim.sources) - len(claim.gave_up)
+        _count_gave_up(summary, claim.gave_up)
+        _count(summary, segment_claim(segmenter, claim, model_version, settings))
         summary.seconds = time.perf_counter() - started
         metrics.CHUNK_SECONDS.observe(summary.seconds)
         metrics.CHUNKS.labels("processed" if summary.claimed else "skipped").inc()
@@ -110,33 +125,139 @@ def run_chunk(
     return summary
 
 
+def segment_claim(
+    segmenter: Segmenter, claim: Claim, model_version: str, settings: Settings
+) -> list[ImageOutcome]:
+    """The first-time images as one stream, then each retried image alone; every outcome is
+    recorded as soon as its stream ends."""
+    outcomes: list[ImageOutcome] = []
+    process = partial(_process_and_record, segmenter, model_version, settings, outcomes)
+    process({image_id: claim.sources[image_id] for image_id in claim.fresh})
+    for image_id in claim.retried:
+        with_database_retries(partial(count_attempt, image_id, model_version, settings))
+        process({image_id: claim.sources[image_id]})
+    return outcomes
+
+
+def _process_and_record(
+    segmenter: Segmenter,
+    model_version: str,
+    settings: Settings,
+    outcomes: list[ImageOutcome],
+    sources: dict[str, str],
+) -> None:
+    """Segment these images and record their outcomes (appended to `outcomes`)."""
+    finished: list[ImageOutcome] = []
+    try:
+        finished.extend(segment_images(segmenter, sources, model_version, settings))
+    finally:
+        # Even when the stream broke off: keep what finished; the reaper requeues the rest.
+        with_database_retries(lambda: record_outcomes(finished, model_version, settings))
+        outcomes.extend(finished)
+
+
 def claim_images(
     image_ids: Sequence[str], model_version: str, settings: Settings
 ) -> dict[str, str]:
-    """Mark the chunk's claimable rows `processing`; returns {image_id: source_uri} of those."""
+    """Claim the chunk's claimable rows to run them all together, counting every attempt now;
+    returns {image_id: source_uri} of those."""
+    return claim_chunk(image_ids, model_version, settings, count_retried=True).sources
+
+
+def claim_chunk(
+    image_ids: Sequence[str],
+    model_version: str,
+    settings: Settings,
+    *,
+    count_retried: bool = False,
+) -> Claim:
+    """One transaction: give up on rows tried max_attempts times, then mark the others
+    `processing`. First-time rows count their attempt here; retried rows count theirs when
+    each runs alone (count_attempt), or here too with `count_retried`."""
+    ids = list(set(image_ids))
     now = utcnow()
-    stale = now - timedelta(seconds=settings.processing_timeout_s)
-    claimable = or_(
-        Segmentation.status == "queued",
-        (Segmentation.status == "processing") & (Segmentation.started_at < stale),
+    claimable = _claimable(model_version, ids, now, settings)
+    tried_enough = Segmentation.attempts >= settings.max_attempts
+    retry_count = {"attempts": Segmentation.attempts + 1} if count_retried else {}
+    give_up = _give_up(claimable & tried_enough, settings.max_attempts, now)
+    take_fresh = _mark_processing(claimable & (Segmentation.attempts == 0), now, attempts=1)
+    take_retried = _mark_processing(
+        claimable & (Segmentation.attempts > 0) & ~tried_enough, now, **retry_count
     )
-    claim = (
+    with session_scope(settings.resolved_database_url) as session:
+        gave_up = sorted(session.scalars(give_up))
+        fresh = sorted(session.scalars(take_fresh))
+        retried = [image_id for image_id, _ in sorted(session.execute(take_retried), key=_fewest)]
+        sources = _source_uris(session, fresh + retried)
+    return Claim(sources, fresh, retried, gave_up)
+
+
+def _give_up(where: ColumnElement[bool], max_attempts: int, now: datetime) -> Any:
+    return (
         update(Segmentation)
-        .where(
-            Segmentation.model_version == model_version,
-            Segmentation.image_id.in_(list(set(image_ids))),
-            claimable,
+        .where(where)
+        .values(
+            status="failed",
+            decision=None,
+            reason=TOO_MANY_ATTEMPTS,
+            error=f"{TOO_MANY_ATTEMPTS}: still unfinished after {max_attempts} attempts",
+            finished_at=now,
         )
-        .values(status="processing", attempts=Segmentation.attempts + 1, started_at=now)
         .returning(Segmentation.image_id)
         .execution_options(synchronize_session=False)
     )
+
+
+def _source_uris(session: Session, image_ids: list[str]) -> dict[str, str]:
+    if not image_ids:
+        return {}
+    rows = session.execute(select(Image.id, Image.source_uri).where(Image.id.in_(image_ids)))
+    return {image_id: source_uri for image_id, source_uri in rows}
+
+
+def _claimable(
+    model_version: str, image_ids: list[str], now: datetime, settings: Settings
+) -> ColumnElement[bool]:
+    stale = now - timedelta(seconds=settings.processing_timeout_s)
+    return and_(
+        Segmentation.model_version == model_version,
+        Segmentation.image_id.in_(image_ids),
+        or_(
+            Segmentation.status == "queued",
+            (Segmentation.status == "processing") & (Segmentation.started_at < stale),
+        ),
+    )
+
+
+def _mark_processing(where: ColumnElement[bool], now: datetime, **values: Any) -> Any:
+    return (
+        update(Segmentation)
+        .where(where)
+        .values(status="processing", started_at=now, **values)
+        .returning(Segmentation.image_id, Segmentation.attempts)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _fewest(row: Any) -> tuple[int, str]:
+    image_id, attempts = row
+    return attempts, image_id
+
+
+def count_attempt(image_id: str, model_version: str, settings: Settings) -> None:
+    """A retried image is about to run (alone): count the attempt before it can crash us."""
+    statement = (
+        update(Segmentation)
+        .where(
+            Segmentation.image_id == image_id,
+            Segmentation.model_version == model_version,
+            Segmentation.status == "processing",
+        )
+        .values(attempts=Segmentation.attempts + 1, started_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
     with session_scope(settings.resolved_database_url) as session:
-        claimed = list(session.scalars(claim))
-        if not claimed:
-            return {}
-        rows = session.execute(select(Image.id, Image.source_uri).where(Image.id.in_(claimed)))
-        return {image_id: source_uri for image_id, source_uri in rows}
+        session.execute(statement)
 
 
 def segment_images(
@@ -240,15 +361,34 @@ def _count(summary: ChunkSummary, outcomes: Sequence[ImageOutcome]) -> None:
             summary.failures[reason] = summary.failures.get(reason, 0) + 1
 
 
+def _count_gave_up(summary: ChunkSummary, image_ids: Sequence[str]) -> None:
+    if not image_ids:
+        return
+    summary.failed += len(image_ids)
+    summary.failures[TOO_MANY_ATTEMPTS] = len(image_ids)
+    metrics.IMAGES.labels("failed", TOO_MANY_ATTEMPTS).inc(len(image_ids))
+    for image_id in image_ids:
+        log.warning(
+            "image failed: too many attempts",
+            extra={"image_id": image_id, "reason": TOO_MANY_ATTEMPTS},
+        )
+
+
 def with_database_retries(action: Callable[[], T]) -> T:
-    """Run `action`, retrying while the database is unreachable (a restart, a failover)."""
-    for delay in DATABASE_RETRY_DELAYS_S:
-        try:
-            return action()
-        except OperationalError as error:
-            log.warning("database unavailable; retrying in %ss", delay, extra={"error": str(error)})
-            time.sleep(delay)
-    return action()
+    """Run `action`, retrying while the database is unreachable (a restart, a failover) or a
+    transaction lost its connection. Each action here may run again: the upsert is idempotent,
+    and a claim whose commit went through unseen leaves its rows to the reaper."""
+    return with_retries(
+        action,
+        retry_on=(DBAPIError,),
+        retryable=_connection_trouble,
+        delays_s=DATABASE_RETRY_DELAYS_S,
+        what="database",
+    )
+
+
+def _connection_trouble(error: BaseException) -> bool:
+    return isinstance(error, OperationalError) or getattr(error, "connection_invalidated", False)
 
 
 # --------------------------------------------------------------- one Segmenter per process ---

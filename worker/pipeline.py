@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
+from jewelcut import metrics
 from jewelcut.errors import ImageFailure
 from worker.cleanup import clean_mask
 from worker.decode import decode_image
@@ -299,6 +300,7 @@ class _Stream:
         return bucket
 
     def _infer(self, bucket: list[_Decoded]) -> None:
+        metrics.BATCH_SIZE.observe(len(bucket))
         started = time.perf_counter()
         probabilities = self._infer_or_fail_singly(bucket)
         per_image = (time.perf_counter() - started) / len(bucket)

@@ -1,0 +1,50 @@
+"""Redis killed (no persistence: every queued and unacknowledged message is gone) and started
+again while chunks are queued and one is in flight. The worker reconnects; Postgres is the
+source of truth, so the reaper sends again the rows whose messages were lost; nothing is lost."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from harness import SLOW_READS, Rig, check_exactly_once
+
+from jewelcut.queue import queue_depth
+
+PHOTOS = 16
+
+
+def test_redis_restart_loses_messages_and_the_reaper_brings_them_back(
+    make_rig: Callable[..., Rig], small_photos: Callable[[int], dict[str, bytes]]
+) -> None:
+    rig = make_rig(own_redis=True, chunk_size=4, processing_timeout_s=3)
+    assert rig.redis is not None
+    worker = rig.worker("gpu0", "--gpu", "0", **SLOW_READS)
+    image_ids = rig.catalogue(small_photos(PHOTOS))
+    assert rig.enqueue(image_ids) == 4
+
+    rig.wait_for(lambda rows: any(row.status == "processing" for row in rows.values()))
+    waiting = queue_depth(rig.settings)
+    rig.redis.crash()
+    at_crash = rig.rows()
+    time.sleep(1.0)
+    rig.redis.start()  # empty: the queue and the in-flight message are gone
+    assert queue_depth(rig.settings) == 0
+    lost = sorted(i for i, row in at_crash.items() if row.status == "queued")
+    in_flight = sorted(i for i, row in at_crash.items() if row.status == "processing")
+    assert waiting >= 1 and len(lost) >= 4 and len(in_flight) == 4
+
+    rows = rig.settle(PHOTOS, timeout_s=150, reap_every_s=1.0)
+    checked_rows, checked_objects = check_exactly_once(rig, image_ids)
+    assert all(rows[i].attempts == 1 for i in in_flight)  # finished through the restart
+    # The reaper re-sent the lost rows (all but, at most, a chunk the worker held unclaimed).
+    assert len(lost) - 4 <= rig.requeued <= len(lost) and rig.gave_up == 0
+    assert worker.alive and not worker.exit_codes  # the same process reconnected
+    finished_after = [r for r in worker.messages("chunk finished") if r["claimed"]]
+    assert sum(r["claimed"] for r in finished_after) == PHOTOS
+    print(
+        f"\ninjected: Redis SIGKILLed and restarted empty with {waiting} chunks waiting and "
+        f"{len(in_flight)} images in flight; checked: {checked_rows} rows done once, "
+        f"{checked_objects} objects, {rig.requeued} rows re-sent by the reaper, one worker "
+        f"process throughout"
+    )
