@@ -23,7 +23,7 @@ from jewelcut.retry import with_retries
 from jewelcut.settings import Settings
 
 T = TypeVar("T")
-S3_MAX_ATTEMPTS = 3  # boto3's own attempts per call (throttling, 5xx; quick: 50 ms base)
+S3_MAX_ATTEMPTS = 3  # boto3 tries per call, the first included (throttling, 5xx: 50 ms base)
 S3_RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15)  # then ours, while the endpoint is unreachable
 
 
@@ -193,7 +193,7 @@ def _make_s3_client(settings: Settings, access_key: str | None, secret_key: str 
 
     config = Config(
         s3={"addressing_style": "path"},
-        retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS},
         max_pool_connections=max(10, settings.io_threads * 2),
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
