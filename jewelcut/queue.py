@@ -97,7 +97,10 @@ app.conf.update(celery_config(get_settings()))
 
 def configure_app(settings: Settings) -> Celery:
     """Point the app at these settings' broker (tests and CLIs that change the environment)."""
-    app.close()  # drops pooled connections to the previous broker
+    app.close()  # drops pooled connections to the previous broker ...
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None  # ... and its producers, which Celery's close() keeps
     app.conf.update(celery_config(settings))
     return app
 

@@ -391,23 +391,21 @@ def draw_listing_photo(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
     return encoded.tobytes()
 
 
-def synth_listing_photo(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
+def synth_listing_photo(
+    seed: int, size: tuple[int, int] = (320, 240), kind: str | None = None
+) -> bytes:
     """A JPEG of training.synth's listing photo (procedural jewellery on a background)."""
     import cv2
 
     from training.synth import listing_photo
 
-    rgb, _mask = listing_photo(np.random.default_rng(10_000 + seed), *size)
+    rgb, _mask = listing_photo(np.random.default_rng(10_000 + seed), *size, kind=kind)
     ok, encoded = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
     return encoded.tobytes()
 
 
 @pytest.fixture(scope="session")
-def listing_photo() -> Callable[[int], bytes]:
-    """seed -> JPEG bytes of a jewellery listing photo (training.synth's when installed)."""
-    try:
-        import training.synth  # noqa: F401
-    except ImportError:
-        return draw_listing_photo
+def listing_photo() -> Callable[..., bytes]:
+    """(seed, kind=None) -> JPEG bytes of a synthetic jewellery listing photo."""
     return synth_listing_photo

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from harness import SLOW_READS, Rig, check_exactly_once
+from harness import SLOW_READS, RedisServer, Rig, check_exactly_once
 
 from jewelcut.queue import queue_depth
+from jewelcut.settings import Settings
 
 PHOTOS = 16
 
@@ -48,3 +50,23 @@ def test_redis_restart_loses_messages_and_the_reaper_brings_them_back(
         f"{checked_objects} objects, {rig.requeued} rows re-sent by the reaper, one worker "
         f"process throughout"
     )
+
+
+def test_send_chunk_follows_the_broker_the_app_is_pointed_at(
+    distributed_settings: Settings, tmp_path: Path
+) -> None:
+    """configure_app once sent every later chunk to the first broker it had published to."""
+    from jewelcut.queue import configure_app, send_chunk
+
+    other = RedisServer(tmp_path / "redis")
+    other.start()
+    try:
+        elsewhere = distributed_settings.model_copy(update={"broker_url": other.url})
+        send_chunk(["a"], "v", settings=distributed_settings)
+        send_chunk(["b"], "v", settings=elsewhere)  # re-points the app
+        configure_app(distributed_settings)
+        send_chunk(["c"], "v", settings=distributed_settings)
+        depths = (queue_depth(distributed_settings), queue_depth(elsewhere))
+    finally:
+        other.stop()
+    assert depths == (2, 1)
