@@ -7,8 +7,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# redis-server: the fault tests start (and restart) a private Redis of their own.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libglib2.0-0 \
+    && apt-get install -y --no-install-recommends libglib2.0-0 redis-server \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 jewelcut \
     && install -d -o jewelcut -g jewelcut /home/jewelcut/data  # named volumes inherit this owner
