@@ -32,6 +32,22 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 STATUSES = ("queued", "processing", "done", "failed")
 UNFINISHED = ("queued", "processing")
+# What a worker records about one image (besides its status); a reset row forgets them all.
+RESULT_COLUMNS = (
+    "decision",
+    "reason",
+    "confidence",
+    "fg_score",
+    "bg_score",
+    "mask_area",
+    "width",
+    "height",
+    "cutout_uri",
+    "preview_uri",
+    "error",
+    "finished_at",
+    "timings",
+)
 
 
 def utcnow() -> datetime:

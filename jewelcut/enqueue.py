@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from jewelcut.db import Image, Run, Segmentation, session_scope, utcnow
+from jewelcut.db import RESULT_COLUMNS, Image, Run, Segmentation, session_scope, utcnow
 from jewelcut.logs import get_logger
 from jewelcut.queue import PRIORITY_QUEUE, send_chunk
 from jewelcut.settings import Settings
@@ -25,24 +25,7 @@ log = get_logger(__name__)
 BATCH_SIZE = 5000  # IDs per database round trip
 FINISHED = ("done", "failed")
 # What a reset row forgets: it is queued again, as if new.
-CLEARED_RESULTS = dict.fromkeys(
-    (
-        "decision",
-        "reason",
-        "confidence",
-        "fg_score",
-        "bg_score",
-        "mask_area",
-        "width",
-        "height",
-        "cutout_uri",
-        "preview_uri",
-        "error",
-        "started_at",
-        "finished_at",
-        "timings",
-    )
-)
+CLEARED_RESULTS = dict.fromkeys((*RESULT_COLUMNS, "started_at"))
 
 
 @dataclass

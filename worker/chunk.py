@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from jewelcut import metrics
-from jewelcut.db import Image, Segmentation, session_scope, utcnow
+from jewelcut.db import RESULT_COLUMNS, Image, Segmentation, session_scope, utcnow
 from jewelcut.logs import get_logger, log_context
 from jewelcut.retry import with_retries
 from jewelcut.settings import Settings, get_settings
@@ -45,28 +45,11 @@ if TYPE_CHECKING:
 
     from worker.pipeline import ImageOutcome, Prediction, Segmenter
 
+UPSERTED_COLUMNS = ("status", *RESULT_COLUMNS)
 log = get_logger(__name__)
 T = TypeVar("T")
 DATABASE_RETRY_DELAYS_S = (1, 2, 4, 8, 15, 30)  # rides out a Postgres restart
 TOO_MANY_ATTEMPTS = "too_many_attempts"  # the reason the reaper gives too (producer.reaper)
-
-# Result columns the upsert writes; status 'done'/'failed' and the rest come from the outcome.
-RESULT_COLUMNS = (
-    "status",
-    "decision",
-    "reason",
-    "confidence",
-    "fg_score",
-    "bg_score",
-    "mask_area",
-    "width",
-    "height",
-    "cutout_uri",
-    "preview_uri",
-    "error",
-    "finished_at",
-    "timings",
-)
 
 
 @dataclass
@@ -111,7 +94,11 @@ def run_chunk(
     with log_context(chunk_id=chunk_id, model_version=model_version):
         # The model first: a worker that cannot load it must not claim (and strand) any rows.
         segmenter = get_segmenter(model_version, settings)
-        claim = with_database_retries(lambda: claim_chunk(image_ids, model_version, settings))
+        # One claim time for every try: a retry re-takes the rows of a commit it did not see.
+        claimed_at = utcnow()
+        claim = with_database_retries(
+            lambda: claim_chunk(image_ids, model_version, settings, claimed_at=claimed_at)
+        )
         summary.claimed, summary.retried = len(claim.sources), len(claim.retried)
         summary.skipped = len(set(image_ids)) - len(claim.sources) - len(claim.gave_up)
         _count_gave_up(summary, claim.gave_up)
@@ -170,13 +157,22 @@ def claim_chunk(
     settings: Settings,
     *,
     count_retried: bool = False,
+    claimed_at: datetime | None = None,
 ) -> Claim:
     """One transaction: give up on rows tried max_attempts times, then mark the others
     `processing`. First-time rows count their attempt here; retried rows count theirs when
-    each runs alone (count_attempt), or here too with `count_retried`."""
+    each runs alone (count_attempt), or here too with `count_retried`. Rows already marked
+    `processing` at `claimed_at` are this claim's own (a commit whose reply was lost): they are
+    taken again, as first-time rows, without counting another attempt."""
     ids = list(set(image_ids))
-    now = utcnow()
+    now = claimed_at or utcnow()
     claimable = _claimable(model_version, ids, now, settings)
+    ours = and_(
+        Segmentation.model_version == model_version,
+        Segmentation.image_id.in_(ids),
+        Segmentation.status == "processing",
+        Segmentation.started_at == now,
+    )
     tried_enough = Segmentation.attempts >= settings.max_attempts
     retry_count = {"attempts": Segmentation.attempts + 1} if count_retried else {}
     give_up = _give_up(claimable & tried_enough, settings.max_attempts, now)
@@ -185,8 +181,9 @@ def claim_chunk(
         claimable & (Segmentation.attempts > 0) & ~tried_enough, now, **retry_count
     )
     with session_scope(settings.resolved_database_url) as session:
+        retaken = sorted(session.scalars(select(Segmentation.image_id).where(ours)))
         gave_up = sorted(session.scalars(give_up))
-        fresh = sorted(session.scalars(take_fresh))
+        fresh = sorted([*session.scalars(take_fresh), *retaken])
         retried = [image_id for image_id, _ in sorted(session.execute(take_retried), key=_fewest)]
         sources = _source_uris(session, fresh + retried)
     return Claim(sources, fresh, retried, gave_up)
@@ -319,7 +316,7 @@ def record_outcomes(
         statement = insert(Segmentation).values(rows)
         statement = statement.on_conflict_do_update(
             index_elements=["image_id", "model_version"],
-            set_={column: statement.excluded[column] for column in RESULT_COLUMNS},
+            set_={column: statement.excluded[column] for column in UPSERTED_COLUMNS},
         )
         session.execute(statement)
 

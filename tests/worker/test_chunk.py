@@ -17,6 +17,7 @@ from jewelcut.db import Image, Segmentation, session_scope, utcnow
 from jewelcut.settings import Settings
 from jewelcut.storage import cutout_key, get_storage, preview_key
 from worker.chunk import (
+    claim_chunk,
     claim_images,
     get_segmenter,
     record_outcomes,
@@ -67,6 +68,25 @@ def test_claim_takes_queued_and_stale_rows_once(distributed_settings: Settings) 
     assert rows["q"].status == "processing" and rows["q"].attempts == 1
     assert rows["dead"].started_at > stale
     assert rows["d"].status == "done" and rows["d"].attempts == 0
+
+
+def test_a_claim_retried_after_a_lost_reply_takes_its_own_rows_again(
+    distributed_settings: Settings,
+) -> None:
+    """The claim committed but its reply was lost (Postgres restarted): the retry, with the same
+    claim time, must take those rows again, not leave them to the reaper, and count no attempt."""
+    statuses = {"a": "queued", "b": "queued", "other": "processing"}
+    version = _catalogue(distributed_settings, {i: f"s3://x/{i}" for i in statuses}, statuses)
+    claimed_at = utcnow()
+    with session_scope(distributed_settings.resolved_database_url) as session:
+        session.get_one(Segmentation, ("other", version)).started_at = utcnow()
+
+    unseen = claim_chunk(list(statuses), version, distributed_settings, claimed_at=claimed_at)
+    retried = claim_chunk(list(statuses), version, distributed_settings, claimed_at=claimed_at)
+    assert unseen.fresh == retried.fresh == ["a", "b"]
+    assert retried.sources == {"a": "s3://x/a", "b": "s3://x/b"}
+    rows = _rows(distributed_settings)
+    assert [rows[i].attempts for i in ("a", "b", "other")] == [1, 1, 0]
 
 
 def test_concurrent_deliveries_claim_disjoint_images(distributed_settings: Settings) -> None:
