@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from jewelcut import metrics
@@ -385,7 +385,13 @@ def with_database_retries(action: Callable[[], T]) -> T:
 
 
 def _connection_trouble(error: BaseException) -> bool:
-    return isinstance(error, OperationalError) or getattr(error, "connection_invalidated", False)
+    if isinstance(error, OperationalError | InterfaceError):
+        return True
+    if getattr(error, "connection_invalidated", False):
+        return True
+    # psycopg's word for a pooled connection whose last statement died with the server: the
+    # pool throws it away, so the next try gets a fresh one.
+    return "transaction status ACTIVE" in str(getattr(error, "orig", ""))
 
 
 # --------------------------------------------------------------- one Segmenter per process ---
