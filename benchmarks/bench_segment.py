@@ -109,17 +109,12 @@ def parse_args() -> argparse.Namespace:
 
 def default_or_random_model(models_dir: Path, input_size: int) -> Path:
     from jewelcut.settings import DEFAULT_MODELS_DIR
-    from worker.model import ModelCard, build_unet, default_model_dir, save_network
+    from worker.model import default_model_dir, save_random_init
 
     try:
         return default_model_dir(DEFAULT_MODELS_DIR)
     except FileNotFoundError:
-        import torch
-
-        torch.manual_seed(0)
-        card = ModelCard(name=f"random-init-{input_size}", input_size=input_size)
-        save_network(build_unet(card.architecture), models_dir / card.name, card)
-        return models_dir / card.name
+        return save_random_init(models_dir, input_size)
 
 
 def photo_shape(photo_size: str) -> tuple[int, int]:

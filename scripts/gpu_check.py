@@ -81,18 +81,13 @@ def parse_args() -> argparse.Namespace:
 def model_for_check(work: Path, input_size: int) -> Path:
     """The shipped default; a random-init Unet when none is shipped (fine for plumbing)."""
     from jewelcut.settings import DEFAULT_MODELS_DIR
-    from worker.model import ModelCard, build_unet, default_model_dir, save_network
+    from worker.model import default_model_dir, save_random_init
 
     try:
         return default_model_dir(DEFAULT_MODELS_DIR)
     except FileNotFoundError:
-        import torch
-
-        torch.manual_seed(0)
-        card = ModelCard(name=f"random-init-{input_size}", input_size=input_size)
-        save_network(build_unet(card.architecture), work / card.name, card)
         print("no shipped model: using a random-init Unet (agreement is then a plumbing check)")
-        return work / card.name
+        return save_random_init(work, input_size)
 
 
 def describe_device(device: str) -> str:

@@ -244,14 +244,10 @@ def test_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return Path(os.environ["JEWELCUT_TEST_MODELS_DIR"])
     if shipped_default_exists():
         return DEFAULT_MODELS_DIR
-    import torch
+    from worker.model import save_random_init
 
-    from worker.model import ModelCard, build_unet, save_network
-
-    torch.manual_seed(0)
     models_dir = tmp_path_factory.mktemp("models")
-    card = ModelCard(name=TEST_MODEL_NAME, input_size=TEST_INPUT_SIZE)
-    save_network(build_unet(card.architecture), models_dir / TEST_MODEL_NAME, card)
+    save_random_init(models_dir, TEST_INPUT_SIZE, name=TEST_MODEL_NAME)
     return models_dir
 
 

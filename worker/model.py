@@ -138,6 +138,17 @@ def save_network(
     return card
 
 
+def save_random_init(models_dir: Path, input_size: int, name: str | None = None) -> Path:
+    """A seeded, randomly initialised real Unet version under `models_dir`: for plumbing, speed
+    and agreement checks where no trained model is shipped (never for quality)."""
+    import torch
+
+    torch.manual_seed(0)
+    card = ModelCard(name=name or f"random-init-{input_size}", input_size=input_size)
+    save_network(build_unet(card.architecture), models_dir / card.name, card)
+    return models_dir / card.name
+
+
 def shipped_model_dirs(models_dir: Path) -> list[Path]:
     return sorted(p.parent for p in models_dir.glob(f"*/{CARD_FILE}"))
 
