@@ -34,6 +34,9 @@ class FitConfig(BaseModel):
     input_size: int = 320  # the card's inference size (longest side)
     train_data: list[str] = Field(default_factory=list)
     val_data: str | None = None
+    # Warm start: the network weights of a model version directory or a checkpoint (.pt); the
+    # optimiser, schedule and step count start afresh.
+    init_from: str | None = None
     crop: int = 256  # side of the square the network trains on
     # Random crops of this share of the shorter side, resized to `crop`: downscaling is cheaper
     # on CPU and the synthetic object sizes already span far more than this scale change.

@@ -118,6 +118,8 @@ class Trainer:
         seed_everything(config.seed)
         self.network = build_unet(config.architecture).to(self.device)
         self.network = self.network.to(memory_format=torch.channels_last)
+        if config.init_from:
+            self.load_initial_weights(Path(config.init_from))
         set_bn_momentum(self.network, config.bn_momentum)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
         self.use_amp = self.device.type == "cuda" and config.amp == "auto"
@@ -133,6 +135,17 @@ class Trainer:
             if config.val_data
             else None
         )
+
+    def load_initial_weights(self, source: Path) -> None:
+        from training.export import load_any  # export imports this module
+
+        network, card, _ = load_any(source)
+        if card.architecture != self.config.architecture:
+            raise ValueError(
+                f"init_from {source} is a {card.architecture}, not the run's "
+                f"{self.config.architecture}"
+            )
+        self.network.load_state_dict(network.state_dict())
 
     @property
     def checkpoint_dir(self) -> Path:

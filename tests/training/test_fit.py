@@ -75,3 +75,24 @@ def test_resume_continues_exactly_where_the_run_stopped(tiny_dataset: Path, tmp_
     assert load_config(tmp_path / "stopped" / "config.yaml") == config, "one config per run"
     assert 0.0 <= straight.state.best_val_iou <= 1.0
     assert np.isfinite(straight.state.last_loss)
+
+
+def test_init_from_starts_with_the_weights_of_an_earlier_run(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    earlier = run_fit(tiny_config(tiny_dataset, 2), tmp_path / "earlier")
+    config = tiny_config(tiny_dataset, 1).model_copy(
+        update={"init_from": str(tmp_path / "earlier" / "checkpoints" / LAST), "seed": 5}
+    )
+    warm = Trainer(config, tmp_path / "warm")
+    for (name, a), (_, b) in zip(
+        earlier.network.state_dict().items(), warm.network.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert warm.state.step == 0, "only the weights carry over"
+
+    wrong = config.model_copy(
+        update={"architecture": config.architecture.model_copy(update={"classes": 2})}
+    )
+    with pytest.raises(ValueError, match="init_from"):
+        Trainer(wrong, tmp_path / "wrong")
