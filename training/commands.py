@@ -334,11 +334,19 @@ def export(
     note: Annotated[
         list[str] | None, typer.Option(help="A line for the card's training notes; repeatable.")
     ] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            help="The version's gate threshold, calibrated on a set apart from --report's."
+        ),
+    ] = None,
 ) -> None:
     """Write OUT/NAME/weights.safetensors (fp16) and model.json (card with sha256, metrics)."""
     from training.export import export_model
 
-    directory, card = export_model(checkpoint, out, name, report, onnx, notes=note)
+    directory, card = export_model(
+        checkpoint, out, name, report, onnx, notes=note, min_confidence=min_confidence
+    )
     size_mb = (directory / "weights.safetensors").stat().st_size / 1e6
     console.print(
         f"[green]exported[/] {card.name} to {directory} "

@@ -63,8 +63,11 @@ def build_card(
     extra: dict[str, Any],
     report: dict[str, Any] | None,
     notes: list[str] | None = None,
+    min_confidence: float | None = None,
 ) -> ModelCard:
-    """The card: the network's facts plus how it was trained and what it measured."""
+    """The card: the network's facts plus how it was trained and what it measured.
+    `min_confidence` sets the version's own gate threshold (one calibrated on a set apart from
+    the one the report measured); otherwise the gate is the report's."""
     update: dict[str, Any] = {
         "name": name,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -81,7 +84,16 @@ def build_card(
         update["metrics"] = {k: v for k, v in report.items() if k != "calibration"}
         update["calibration"] = report.get("calibration", {})
         update["gate"] = Gate(**report["gate"])
-    return base.model_copy(update=update)
+    if min_confidence is not None:
+        gate = update.get("gate", base.gate)
+        update["gate"] = gate.model_copy(update={"min_confidence": min_confidence})
+    card = base.model_copy(update=update)
+    if report and card.gate != Gate(**report["gate"]):
+        raise ValueError(
+            f"the report measured gate {report['gate']}, the card would carry {card.gate}: "
+            "evaluate the exported version with its own gate and export with that report"
+        )
+    return card
 
 
 def export_model(
@@ -92,13 +104,17 @@ def export_model(
     onnx: bool = False,
     dtype: str = "float16",
     notes: list[str] | None = None,
+    min_confidence: float | None = None,
 ) -> tuple[Path, ModelCard]:
     network, base, extra = load_any(source)
     name = name or base.name
     report = json.loads(report_path.read_text()) if report_path else None
     directory = out_dir / name
     card = save_network(
-        network, directory, build_card(name, base, extra, report, notes), dtype=dtype
+        network,
+        directory,
+        build_card(name, base, extra, report, notes, min_confidence),
+        dtype=dtype,
     )
     if onnx:
         from worker.backends import export_onnx  # the worker's own export: one way to do it
