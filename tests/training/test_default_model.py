@@ -39,8 +39,8 @@ def test_shipped_default_matches_its_card() -> None:
 
 
 def test_shipped_default_segments_generated_rings() -> None:
-    """Four of the first five rings at IoU >= 0.85: one sample alone would test the seed as
-    much as the model (v2 finds a false blob in the cloth of the first, IoU 0.36)."""
+    """Each of the first five rings at IoU >= 0.85: five photos test the model rather than one
+    seed (v3 scores 0.946-0.970; v2 found a false blob in the cloth of the first, IoU 0.36)."""
     segmenter = Segmenter(default_model_dir(DEFAULT_MODELS_DIR), device="cpu", backend="torch")
     photos = ring_photos(5)
     predictions = segmenter.predict([rgb for rgb, _ in photos])
@@ -48,4 +48,4 @@ def test_shipped_default_segments_generated_rings() -> None:
         iou(prediction.mask, truth_at(mask, *prediction.mask.shape))
         for prediction, (_, mask) in zip(predictions, photos, strict=True)
     ]
-    assert sum(value >= 0.85 for value in ious) >= 4, ious
+    assert min(ious) >= 0.85, ious
