@@ -80,20 +80,19 @@ def build_card(
             "train": data_recipes(config.train_data),
             "val": data_recipes([config.val_data] if config.val_data else []),
         }
+    measured = Gate(**report["gate"]) if report else None
     if report:
         update["metrics"] = {k: v for k, v in report.items() if k != "calibration"}
         update["calibration"] = report.get("calibration", {})
-        update["gate"] = Gate(**report["gate"])
+    gate = measured or base.gate
     if min_confidence is not None:
-        gate = update.get("gate", base.gate)
-        update["gate"] = gate.model_copy(update={"min_confidence": min_confidence})
-    card = base.model_copy(update=update)
-    if report and card.gate != Gate(**report["gate"]):
+        gate = gate.model_copy(update={"min_confidence": min_confidence})
+    if measured and gate != measured:
         raise ValueError(
-            f"the report measured gate {report['gate']}, the card would carry {card.gate}: "
+            f"the report measured gate {report['gate']}, the card would carry {gate}: "
             "evaluate the exported version with its own gate and export with that report"
         )
-    return card
+    return base.model_copy(update={**update, "gate": gate})
 
 
 def export_model(
