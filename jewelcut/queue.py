@@ -10,6 +10,8 @@ In embedded mode (no broker URL) `send_chunk` runs the chunk in-process, synchro
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +35,8 @@ TASK_MODULES = ("worker.tasks", "producer.tasks")
 # kombu's Redis transport keeps a queue as a list named after it, plus one list per priority
 # step ("<queue>\x06\x16<n>") when message priorities are used.
 _REDIS_PRIORITY_STEPS = (0, 3, 6, 9)
+# ... and every message it has delivered to a worker and not yet seen acknowledged in a hash.
+_REDIS_UNACKED_KEY = "unacked"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -153,6 +157,39 @@ def queue_depth(
             return int(sum(pipe.execute()))
     finally:
         client.close()
+
+
+def held_chunks(settings: Settings | None = None) -> list[tuple[list[str], str]]:
+    """Chunks a worker has taken from the broker and not acknowledged yet (it is running them,
+    or about to): (image_ids, model_version) each. Their rows may still be `queued`."""
+    settings = settings or get_settings()
+    if settings.embedded:
+        return []
+    import redis
+
+    client = redis.Redis.from_url(settings.broker_url)
+    try:
+        deliveries = client.hvals(_REDIS_UNACKED_KEY)
+    finally:
+        client.close()
+    chunks = []
+    for delivery in deliveries:
+        message, _exchange, _routing_key = json.loads(delivery)
+        if (chunk := chunk_of_message(message)) is not None:
+            chunks.append(chunk)
+    return chunks
+
+
+def chunk_of_message(message: dict[str, Any]) -> tuple[list[str], str] | None:
+    """A kombu message as the Redis transport stores it -> (image_ids, model_version), or None
+    for any other task."""
+    if message.get("headers", {}).get("task") != CHUNK_TASK:
+        return None
+    body = message["body"]
+    if message.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    args, _kwargs, _embed = json.loads(body)
+    return [str(image_id) for image_id in args[0]], str(args[1])
 
 
 @dataclass(frozen=True)

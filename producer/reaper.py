@@ -4,9 +4,11 @@ A row still `processing` past settings.processing_timeout_s (from when a worker 
 its worker; a row still `queued` that long after it was enqueued lost its message, but only if
 no chunk message is waiting in the broker any more: while the queues hold messages, a queued
 row may simply be behind them, and sending it again would only pile duplicates onto a slow
-queue. The reaper sends such rows again on the bulk queue, unless they have already been tried
-settings.max_attempts times: then they end `failed` with reason `too_many_attempts`, so a
-poison image never loops. Attempts are counted by the worker when it claims an image.
+queue; nor is a queued row lost while a worker holds its chunk unacknowledged (taken from the
+queue, not claimed yet). The reaper sends such rows again on the bulk queue, unless they have
+already been tried settings.max_attempts times: then they end `failed` with reason
+`too_many_attempts`, so a poison image never loops. Attempts are counted by the worker when it
+claims an image.
 
 Rows are taken in batches (FOR UPDATE SKIP LOCKED on Postgres, so two reapers never take the same
 row), marked in the same transaction, and sent after it commits. If the reaper dies before
@@ -16,10 +18,11 @@ sending, the rows carry a fresh enqueued_at and the next pass after the deadline
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from jewelcut.db import Run, Segmentation, get_engine, utcnow
@@ -55,7 +58,7 @@ def reap(
     batch_size: int = REAP_BATCH_SIZE,
 ) -> ReapResult:
     """One pass: re-enqueue or give up on every row past its deadline. Returns the counts."""
-    from jewelcut.queue import queue_depth
+    from jewelcut.queue import held_chunks, queue_depth
 
     engine = get_engine(settings.resolved_database_url)
     queue = queue or bulk_queue(settings)
@@ -64,9 +67,16 @@ def reap(
     waiting = queue_depth(settings)  # chunk messages on the priority and bulk queues
     if waiting:
         log.info("queued rows not reaped: chunk messages still waiting", extra={"waiting": waiting})
+    held = _by_version(
+        (version, image_id)
+        for image_ids, version in ([] if waiting else held_chunks(settings))
+        for image_id in image_ids
+    )
     result = ReapResult()
     while True:
-        requeue, gave_up = _take_batch(engine, settings, now, deadline, batch_size, not waiting)
+        requeue, gave_up = _take_batch(
+            engine, settings, now, deadline, batch_size, not waiting, held
+        )
         if not requeue and not gave_up:
             break
         result.failed += len(gave_up)
@@ -87,6 +97,7 @@ def _take_batch(
     deadline: datetime,
     batch_size: int,
     include_queued: bool,
+    held: dict[str, list[str]],
 ) -> tuple[dict[str, list[str]], list[_Stale]]:
     """Mark one batch of stale rows (queued again with enqueued_at = now, or failed) and return
     what to send. Marked rows are no longer past the deadline, so the next batch is new rows."""
@@ -94,7 +105,7 @@ def _take_batch(
         stale = [
             _Stale(row.image_id, row.model_version, row.attempts)
             for row in connection.execute(
-                _stale_query(connection, deadline, batch_size, include_queued)
+                _stale_query(connection, deadline, batch_size, include_queued, held)
             )
         ]
         gave_up = [row for row in stale if row.attempts >= settings.max_attempts]
@@ -102,7 +113,8 @@ def _take_batch(
         for row in stale:
             if row.attempts < settings.max_attempts:
                 requeue[row.model_version].append(row.image_id)
-        for model_version, image_ids in _by_version(gave_up).items():
+        gave_up_ids = _by_version((row.model_version, row.image_id) for row in gave_up)
+        for model_version, image_ids in gave_up_ids.items():
             _give_up(connection, model_version, image_ids, settings.max_attempts, now)
         for model_version, image_ids in requeue.items():
             run_id = _record_run(
@@ -113,12 +125,19 @@ def _take_batch(
 
 
 def _stale_query(
-    connection: Connection, deadline: datetime, batch_size: int, include_queued: bool
+    connection: Connection,
+    deadline: datetime,
+    batch_size: int,
+    include_queued: bool,
+    held: dict[str, list[str]],
 ) -> Select:
     segmentation = Segmentation.__table__.c
     stale = and_(segmentation.status == "processing", segmentation.started_at < deadline)
     if include_queued:
-        lost = or_(segmentation.enqueued_at < deadline, segmentation.enqueued_at.is_(None))
+        lost = and_(
+            or_(segmentation.enqueued_at < deadline, segmentation.enqueued_at.is_(None)),
+            not_(_in_chunks(held)),
+        )
         stale = or_(stale, and_(segmentation.status == "queued", lost))
     query = (
         select(segmentation.image_id, segmentation.model_version, segmentation.attempts)
@@ -131,10 +150,22 @@ def _stale_query(
     return query
 
 
-def _by_version(rows: list[_Stale]) -> dict[str, list[str]]:
+def _in_chunks(chunks: dict[str, list[str]]) -> ColumnElement[bool]:
+    segmentation = Segmentation.__table__.c
+    return or_(
+        false(),
+        *(
+            and_(segmentation.model_version == version, segmentation.image_id.in_(image_ids))
+            for version, image_ids in chunks.items()
+        ),
+    )
+
+
+def _by_version(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(model_version, image_id) pairs -> image IDs by model version."""
     grouped: dict[str, list[str]] = defaultdict(list)
-    for row in rows:
-        grouped[row.model_version].append(row.image_id)
+    for model_version, image_id in pairs:
+        grouped[model_version].append(image_id)
     return grouped
 
 

@@ -14,6 +14,7 @@ from jewelcut.queue import (
     REAP_TASK,
     app,
     celery_config,
+    held_chunks,
     queue_depth,
     send_chunk,
 )
@@ -57,5 +58,21 @@ def test_send_chunk_routes_to_the_named_queue(distributed_settings: Settings) ->
     client.close()
 
 
+def test_held_chunks_are_those_a_worker_took_and_has_not_acknowledged(
+    distributed_settings: Settings,
+) -> None:
+    send_chunk(["a", "b"], "v1", run_id=3)
+    send_chunk(["c"], "v2")
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        taken = channel.basic_get(BULK_QUEUE, no_ack=False)  # what a worker's consumer does
+        assert queue_depth(distributed_settings) == 1
+        assert held_chunks(distributed_settings) == [(["a", "b"], "v1")]
+        channel.basic_ack(taken.delivery_tag)
+    assert held_chunks(distributed_settings) == []
+    assert queue_depth(distributed_settings) == 1
+
+
 def test_embedded_mode_has_no_queue(embedded_settings: Settings) -> None:
     assert queue_depth(embedded_settings) == 0
+    assert held_chunks(embedded_settings) == []

@@ -3,7 +3,6 @@ chunk messages really waiting in the session's Redis (workers not running)."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 from collections import Counter
@@ -11,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+from jewelcut.queue import chunk_of_message
 from jewelcut.settings import Settings
 from producer.catalogue import import_rows, make_row
 from worker.model import ModelCard
@@ -45,15 +45,9 @@ def queued_chunks(redis_url: str, queue: str = "bulk") -> list[tuple[list[str], 
 
     with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
         raw_messages = client.lrange(queue, 0, -1)
-    chunks = []
-    for raw in reversed(raw_messages):  # kombu LPUSHes and consumers BRPOP
-        message = json.loads(raw)
-        body = message["body"]
-        if message["properties"].get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args, _kwargs, _embed = json.loads(body)
-        chunks.append((args[0], args[1]))
-    return chunks
+    # kombu LPUSHes and consumers BRPOP
+    chunks = [chunk_of_message(json.loads(raw)) for raw in reversed(raw_messages)]
+    return [chunk for chunk in chunks if chunk is not None]
 
 
 def enqueued_counts(redis_url: str) -> Counter[str]:

@@ -1,5 +1,6 @@
 """The reaper on Postgres + Redis: a row a dead worker left `processing` is sent again and a real
-Celery worker finishes it; a poison image ends `failed` with too_many_attempts."""
+Celery worker finishes it; a queued row is sent again only when its message is really gone (not
+waiting, not held by a worker); a poison image ends `failed` with too_many_attempts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 from jewelcut.db import Segmentation, get_engine, utcnow
+from jewelcut.queue import BULK_QUEUE, app, held_chunks
 from jewelcut.settings import Settings
 from producer.backfill import BackfillOptions, run_backfill
 from producer.catalogue import import_rows, rows_from_listing, storage_for_listing
@@ -80,6 +82,33 @@ def test_row_left_processing_by_a_dead_worker_is_reenqueued_and_finishes(
     assert row.decision in ("accepted", "rejected") and row.confidence is not None
     assert row.preview_uri.startswith(f"s3://{s3_bucket}/previews/{test_model_name}/")
     assert reap(settings).requeued == 0  # finished rows are never reaped
+
+
+def test_only_queued_rows_whose_message_is_gone_are_sent_again(
+    distributed_settings: Settings,
+    register: Callable[[Settings, str], str],
+    fill: Callable[..., list[str]],
+    chunks_in_queue: Callable[[], list[tuple[list[str], str]]],
+) -> None:
+    settings = distributed_settings
+    register(settings, "v1")
+    image_ids = fill(settings, 2 * settings.chunk_size)
+    assert run_backfill(settings, BackfillOptions(model_version="v1")).chunks == 2
+    past_deadline = utcnow() + timedelta(seconds=settings.processing_timeout_s + 1)
+    assert reap(settings, now=past_deadline).requeued == 0  # both still wait in the queue
+
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        held = channel.basic_get(BULK_QUEUE, no_ack=False)  # a worker took it, not claimed yet
+        channel.basic_get(BULK_QUEUE, no_ack=True)  # gone: taken and never seen again
+        [(held_ids, _)] = held_chunks(settings)
+        lost_ids = sorted(set(image_ids) - set(held_ids))
+
+        result = reap(settings, now=past_deadline)
+
+        channel.basic_ack(held.delivery_tag)
+    assert (result.requeued, result.failed) == (len(lost_ids), 0)
+    assert chunks_in_queue() == [(lost_ids, "v1")]
 
 
 def test_poison_image_ends_failed_after_max_attempts(
