@@ -58,6 +58,9 @@ class FitConfig(BaseModel):
     val_every: int = 150
     checkpoint_every_s: float = 300.0
     threads: int = 2
+    # Processes that load and augment batches ahead of the step. None: none on CPU (they would
+    # take the cores the step runs on), up to 8 on CUDA (one process cannot feed a GPU).
+    loader_workers: int | None = None
     amp: Literal["auto", "off"] = "auto"  # mixed precision on CUDA only
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

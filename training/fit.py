@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from training.config import CONFIG_FILE, FitConfig, save_config
 from training.dataset import SegmentationFolder
@@ -109,6 +112,38 @@ def load_batch(
     return images, targets
 
 
+class StepBatches(Dataset):
+    """Item k is the batch of training step `first_step + k`: loaded here or in loader worker
+    processes, a run sees the same batches in the same order."""
+
+    def __init__(self, dataset: SegmentationFolder, config: FitConfig, first_step: int) -> None:
+        self.dataset = dataset
+        self.batch_size = config.batch_size
+        self.seed = config.seed
+        self.first_step = first_step
+        self.steps = config.steps
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.first_step)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        step = self.first_step + item
+        indices = batch_indices(step, self.batch_size, len(self.dataset), self.seed)
+        epoch = step * self.batch_size // len(self.dataset)
+        return load_batch(self.dataset, indices, epoch)
+
+
+def loader_workers(config: FitConfig, device: torch.device) -> int:
+    if config.loader_workers is not None:
+        return config.loader_workers
+    return min(8, (os.cpu_count() or 1) - 1) if device.type == "cuda" else 0
+
+
+def _single_threaded_worker(_worker_id: int) -> None:
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
 class Trainer:
     def __init__(self, config: FitConfig, run_dir: Path) -> None:
         self.config = config
@@ -184,14 +219,30 @@ class Trainer:
 
     # --- steps ----------------------------------------------------------------------------------
 
-    def train_step(self) -> float:
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of the steps from the current one on."""
+        workers = loader_workers(self.config, self.device)
+        return iter(
+            DataLoader(
+                StepBatches(self.train_set, self.config, self.state.step),
+                batch_size=None,
+                num_workers=workers,
+                prefetch_factor=4 if workers else None,
+                worker_init_fn=_single_threaded_worker if workers else None,
+                # forked from a process whose OpenMP/OpenCV thread pools already ran, a worker
+                # could hang for good; spawned ones start clean
+                multiprocessing_context="spawn" if workers else None,
+                # its own seed source: drawing from torch's would shift a resumed run's dropout
+                generator=torch.Generator().manual_seed(self.config.seed),
+                pin_memory=self.device.type == "cuda",
+            )
+        )
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
         config = self.config
         step = self.state.step
-        indices = batch_indices(step, config.batch_size, len(self.train_set), config.seed)
-        epoch = step * config.batch_size // len(self.train_set)
-        images, targets = load_batch(self.train_set, indices, epoch)
-        images = images.to(self.device, memory_format=torch.channels_last)
-        targets = targets.to(self.device)
+        images = batch[0].to(self.device, memory_format=torch.channels_last, non_blocking=True)
+        targets = batch[1].to(self.device, non_blocking=True)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(config, step, self.state.seconds)
         self.network.train()
@@ -242,9 +293,10 @@ def run_fit(
     else:
         save_config(config, run_dir / CONFIG_FILE)
     last_save = time.monotonic()
+    batches = trainer.batches()
     while progress_of(config, trainer.state.step, trainer.state.seconds) < 1.0:
         started = time.monotonic()
-        loss = trainer.train_step()
+        loss = trainer.train_step(next(batches))
         trainer.state.seconds += time.monotonic() - started
         step = trainer.state.step
         finished = progress_of(config, step, trainer.state.seconds) >= 1.0

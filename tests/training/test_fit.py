@@ -60,19 +60,21 @@ def stop_after(step: int) -> Callable[[Trainer], None]:
 def test_resume_continues_exactly_where_the_run_stopped(tiny_dataset: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_dataset, 3).model_copy(update={"checkpoint_every_s": 0.0})
     straight = run_fit(config, tmp_path / "straight")
+    # The interrupted run loads its batches in two worker processes: same batches, same order.
+    with_workers = config.model_copy(update={"loader_workers": 2})
     with pytest.raises(Interrupted):
-        run_fit(config, tmp_path / "stopped", on_step=stop_after(2))
+        run_fit(with_workers, tmp_path / "stopped", on_step=stop_after(2))
     checkpoint = Trainer(config, tmp_path / "stopped")
     checkpoint.resume(tmp_path / "stopped" / "checkpoints" / LAST)
     assert checkpoint.state.step == 2
-    resumed = run_fit(config, tmp_path / "stopped", resume=True)
+    resumed = run_fit(with_workers, tmp_path / "stopped", resume=True)
     assert resumed.state.step == 3
     for (name, a), (_, b) in zip(
         straight.network.state_dict().items(), resumed.network.state_dict().items(), strict=True
     ):
         if a.is_floating_point():
             assert torch.allclose(a, b, atol=1e-5), name
-    assert load_config(tmp_path / "stopped" / "config.yaml") == config, "one config per run"
+    assert load_config(tmp_path / "stopped" / "config.yaml") == with_workers, "one config per run"
     assert 0.0 <= straight.state.best_val_iou <= 1.0
     assert np.isfinite(straight.state.last_loss)
 
