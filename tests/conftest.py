@@ -210,6 +210,12 @@ def _admin_s3_client(s3_server: S3Server) -> Any:
     )
 
 
+@pytest.fixture
+def s3_client(s3_server: S3Server) -> Any:
+    """A boto3 S3 client of the test server, to put objects the code under test reads."""
+    return _admin_s3_client(s3_server)
+
+
 @pytest.fixture(scope="session")
 def s3_bucket(s3_server: S3Server) -> Iterator[str]:
     """A private bucket of this session's own (cutouts, and the photos tests put as sources)."""

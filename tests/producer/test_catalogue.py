@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
-import boto3
 import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -70,19 +70,12 @@ def test_cli_imports_csv_from_stdin_with_a_summary(distributed_settings: Setting
 
 
 def test_listing_import_takes_the_key_stem_as_image_id(
-    distributed_settings: Settings, s3_bucket: str
+    distributed_settings: Settings, s3_bucket: str, s3_client: Any
 ) -> None:
     settings = distributed_settings
-    client = boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.s3_access_key_id.get_secret_value(),
-        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
-        region_name="us-east-1",
-    )
     keys = ["listing/shop-a/1001.jpg", "listing/shop-b/1002.png", "listing/.hidden", "other/9.jpg"]
     for key in keys:
-        client.put_object(Bucket=s3_bucket, Key=key, Body=b"photo")
+        s3_client.put_object(Bucket=s3_bucket, Key=key, Body=b"photo")
 
     result = CliRunner().invoke(
         app, ["catalogue", "import", "--listing", f"s3://{s3_bucket}/listing/"]

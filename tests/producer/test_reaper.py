@@ -8,8 +8,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
-import boto3
 import pytest
 from sqlalchemy import select, update
 
@@ -48,21 +48,14 @@ def leave_processing(settings: Settings, image_id: str, started_ago_s: float) ->
 
 def test_row_left_processing_by_a_dead_worker_is_reenqueued_and_finishes(
     distributed_settings: Settings,
-    s3_server: object,
+    s3_client: Any,
     s3_bucket: str,
     listing_photo: Callable[[int], bytes],
     test_model_name: str,
     celery_worker_thread: object,
 ) -> None:
     settings = distributed_settings
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.s3_access_key_id.get_secret_value(),
-        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
-        region_name="us-east-1",
-    )
-    s3.put_object(Bucket=s3_bucket, Key="reaper/shop-1/ring-1.jpg", Body=listing_photo(11))
+    s3_client.put_object(Bucket=s3_bucket, Key="reaper/shop-1/ring-1.jpg", Body=listing_photo(11))
     storage, prefix = storage_for_listing(f"s3://{s3_bucket}/reaper/", settings)
     assert import_rows(settings, rows_from_listing(storage, prefix, print)).inserted == 1
     ensure_registered(test_model_name, settings)
