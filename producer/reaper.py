@@ -18,7 +18,6 @@ sending, the rows carry a fresh enqueued_at and the next pass after the deadline
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -67,11 +66,7 @@ def reap(
     waiting = queue_depth(settings)  # chunk messages on the priority and bulk queues
     if waiting:
         log.info("queued rows not reaped: chunk messages still waiting", extra={"waiting": waiting})
-    held = _by_version(
-        (version, image_id)
-        for image_ids, version in ([] if waiting else held_chunks(settings))
-        for image_id in image_ids
-    )
+    held = [] if waiting else held_chunks(settings)
     result = ReapResult()
     while True:
         requeue, gave_up = _take_batch(
@@ -97,7 +92,7 @@ def _take_batch(
     deadline: datetime,
     batch_size: int,
     include_queued: bool,
-    held: dict[str, list[str]],
+    held: list[tuple[list[str], str]],
 ) -> tuple[dict[str, list[str]], list[_Stale]]:
     """Mark one batch of stale rows (queued again with enqueued_at = now, or failed) and return
     what to send. Marked rows are no longer past the deadline, so the next batch is new rows."""
@@ -113,8 +108,7 @@ def _take_batch(
         for row in stale:
             if row.attempts < settings.max_attempts:
                 requeue[row.model_version].append(row.image_id)
-        gave_up_ids = _by_version((row.model_version, row.image_id) for row in gave_up)
-        for model_version, image_ids in gave_up_ids.items():
+        for model_version, image_ids in _by_version(gave_up).items():
             _give_up(connection, model_version, image_ids, settings.max_attempts, now)
         for model_version, image_ids in requeue.items():
             run_id = _record_run(
@@ -129,7 +123,7 @@ def _stale_query(
     deadline: datetime,
     batch_size: int,
     include_queued: bool,
-    held: dict[str, list[str]],
+    held: list[tuple[list[str], str]],
 ) -> Select:
     segmentation = Segmentation.__table__.c
     stale = and_(segmentation.status == "processing", segmentation.started_at < deadline)
@@ -150,22 +144,22 @@ def _stale_query(
     return query
 
 
-def _in_chunks(chunks: dict[str, list[str]]) -> ColumnElement[bool]:
+def _in_chunks(chunks: list[tuple[list[str], str]]) -> ColumnElement[bool]:
+    """Rows of these (image_ids, model_version) chunks."""
     segmentation = Segmentation.__table__.c
     return or_(
         false(),
         *(
             and_(segmentation.model_version == version, segmentation.image_id.in_(image_ids))
-            for version, image_ids in chunks.items()
+            for image_ids, version in chunks
         ),
     )
 
 
-def _by_version(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    """(model_version, image_id) pairs -> image IDs by model version."""
+def _by_version(rows: list[_Stale]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = defaultdict(list)
-    for model_version, image_id in pairs:
-        grouped[model_version].append(image_id)
+    for row in rows:
+        grouped[row.model_version].append(row.image_id)
     return grouped
 
 
