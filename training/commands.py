@@ -208,10 +208,15 @@ def evaluate(
     batch_size: int = 8,
     limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
     sheet: Annotated[bool, typer.Option(help="Also write a sheet of the worst images.")] = True,
+    input_size: Annotated[
+        int | None, typer.Option(help="Run the network at this size instead of the card's.")
+    ] = None,
 ) -> None:
     """IoU, boundary IoU, by size and kind; accept rate and accepted precision at the model's
     gate; risk-coverage and the threshold calibrated for --target-precision."""
-    report = evaluate_model(model, data, out, target_precision, batch_size, limit, sheet)
+    report = evaluate_model(
+        model, data, out, target_precision, batch_size, limit, sheet, input_size
+    )
     print_report(report)
 
 
@@ -223,6 +228,7 @@ def evaluate_model(
     batch_size: int,
     limit: int | None,
     sheet: bool,
+    input_size: int | None = None,
 ) -> dict[str, Any]:
     passive_openmp()
     import json
@@ -235,6 +241,8 @@ def evaluate_model(
     from worker.preprocess import Preprocessor
 
     network, card, _ = load_any(model)
+    if input_size:
+        card = card.model_copy(update={"input_size": input_size})
     thresholds = card.gate.thresholds()
     preprocessor = Preprocessor(card.input_size, card.mean, card.std)
 
@@ -340,12 +348,23 @@ def export(
             help="The version's gate threshold, calibrated on a set apart from --report's."
         ),
     ] = None,
+    input_size: Annotated[
+        int | None,
+        typer.Option(help="The size the version runs at; default: the run's input_size."),
+    ] = None,
 ) -> None:
     """Write OUT/NAME/weights.safetensors (fp16) and model.json (card with sha256, metrics)."""
     from training.export import export_model
 
     directory, card = export_model(
-        checkpoint, out, name, report, onnx, notes=note, min_confidence=min_confidence
+        checkpoint,
+        out,
+        name,
+        report,
+        onnx,
+        notes=note,
+        min_confidence=min_confidence,
+        input_size=input_size,
     )
     size_mb = (directory / "weights.safetensors").stat().st_size / 1e6
     console.print(

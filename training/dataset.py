@@ -137,17 +137,19 @@ def augment(
     crop: int,
     scale: tuple[float, float] = (1.0, 1.0),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A random square crop of `scale` x the shorter side, resized to `crop` (the target is
-    area-averaged, so thin parts keep a soft share), flips, and sometimes a padding strip."""
+    """A random square crop of `scale` x the shorter side, resized to `crop` (shrunk, the target
+    is area-averaged, so thin parts keep a soft share; magnified, both are interpolated
+    linearly), flips, and sometimes a padding strip."""
     height, width = target.shape
-    side = min(max(int(min(height, width) * rng.uniform(*scale)), crop), height, width)
+    side = min(max(int(min(height, width) * rng.uniform(*scale)), 8), height, width)
     top = int(rng.integers(0, height - side + 1))
     left = int(rng.integers(0, width - side + 1))
     image = image[top : top + side, left : left + side]
     target = target[top : top + side, left : left + side]
     if side != crop:
-        image = cv2.resize(image, (crop, crop), interpolation=cv2.INTER_AREA)
-        target = cv2.resize(target, (crop, crop), interpolation=cv2.INTER_AREA)
+        interpolation = cv2.INTER_AREA if side > crop else cv2.INTER_LINEAR
+        image = cv2.resize(image, (crop, crop), interpolation=interpolation)
+        target = cv2.resize(target, (crop, crop), interpolation=interpolation)
     if rng.random() < 0.5:
         image, target = image[:, ::-1], target[:, ::-1]
     if rng.random() < 0.5:

@@ -81,6 +81,11 @@ def build_card(
             "val": data_recipes([config.val_data] if config.val_data else []),
         }
     measured = Gate(**report["gate"]) if report else None
+    if report and report.get("input_size", base.input_size) != base.input_size:
+        raise ValueError(
+            f"the report measured the network at input {report['input_size']}, the card would "
+            f"run it at {base.input_size}: evaluate with --input-size {base.input_size}"
+        )
     if report:
         update["metrics"] = {k: v for k, v in report.items() if k != "calibration"}
         update["calibration"] = report.get("calibration", {})
@@ -104,8 +109,11 @@ def export_model(
     dtype: str = "float16",
     notes: list[str] | None = None,
     min_confidence: float | None = None,
+    input_size: int | None = None,
 ) -> tuple[Path, ModelCard]:
     network, base, extra = load_any(source)
+    if input_size:
+        base = base.model_copy(update={"input_size": input_size})
     name = name or base.name
     report = json.loads(report_path.read_text()) if report_path else None
     directory = out_dir / name

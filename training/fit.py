@@ -85,6 +85,15 @@ def make_loss(config: FitConfig) -> Callable[[torch.Tensor, torch.Tensor], torch
     return loss
 
 
+def autocast_dtype(config: FitConfig, device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type of the forward pass, or None for plain float32."""
+    if config.amp == "bf16":
+        return torch.bfloat16
+    if config.amp == "auto" and device.type == "cuda":
+        return torch.float16
+    return None
+
+
 def set_bn_momentum(network: nn.Module, momentum: float | None) -> None:
     for module in network.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -157,8 +166,8 @@ class Trainer:
             self.load_initial_weights(Path(config.init_from))
         set_bn_momentum(self.network, config.bn_momentum)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
-        self.use_amp = self.device.type == "cuda" and config.amp == "auto"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.autocast_dtype = autocast_dtype(config, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
         self.loss = make_loss(config)
         self.state = FitState()
         folders = [Path(p) for p in config.train_data]
@@ -247,7 +256,9 @@ class Trainer:
             group["lr"] = learning_rate(config, step, self.state.seconds)
         self.network.train()
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
             logits = self.network(images)[:, 0]
         loss = self.loss(logits.float(), targets)
         self.scaler.scale(loss).backward()

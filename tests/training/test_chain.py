@@ -37,3 +37,19 @@ def test_smoke_chain_produces_an_evaluated_loadable_model(tmp_path: Path) -> Non
     assert card.metrics["images"] == 12
     network = load_network(model_dir, card)
     assert sum(p.numel() for p in network.parameters()) > 10_000_000
+
+    # another input size: measured with evaluate --input-size, carried by export --input-size
+    runner = CliRunner()
+    evaluate = ["train", "evaluate", str(model_dir), "--data", str(tmp_path / "data" / "heldout")]
+    at_96 = tmp_path / "report-96.json"
+    outcome = runner.invoke(app, [*evaluate, "--out", str(at_96), "--input-size", "96"])
+    assert outcome.exit_code == 0, outcome.output
+    assert json.loads(at_96.read_text())["input_size"] == 96
+    export = ["train", "export", str(model_dir), "--out", str(tmp_path / "models")]
+    outcome = runner.invoke(app, [*export, "--name", "smoke-96", "--report", str(at_96)])
+    assert outcome.exit_code != 0, "a report measured at 96 does not describe the card's 128"
+    outcome = runner.invoke(
+        app, [*export, "--name", "smoke-96", "--report", str(at_96), "--input-size", "96"]
+    )
+    assert outcome.exit_code == 0, outcome.output
+    assert ModelCard.read(tmp_path / "models" / "smoke-96").input_size == 96

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from training.export import build_card
-from worker.model import Gate, ModelCard
+from training.export import build_card, export_model
+from worker.model import Gate, ModelCard, save_random_init
 
 
 def report_at(min_confidence: float) -> dict[str, object]:
@@ -29,3 +32,13 @@ def test_calibrated_threshold_goes_into_the_card_with_a_report_measured_at_it() 
 def test_figures_measured_at_another_gate_are_refused() -> None:
     with pytest.raises(ValueError, match="evaluate the exported version"):
         build_card("v", ModelCard(name="v"), {}, report_at(0.98), min_confidence=0.9815)
+
+
+def test_a_version_can_run_at_another_input_size_measured_for_it(tmp_path: Path) -> None:
+    source = save_random_init(tmp_path / "runs", input_size=320, name="r")
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({**report_at(0.98), "input_size": 384}))
+    directory, card = export_model(source, tmp_path / "models", "r384", report, input_size=384)
+    assert card.input_size == 384 and ModelCard.read(directory).input_size == 384
+    with pytest.raises(ValueError, match="--input-size 320"):
+        export_model(source, tmp_path / "models", "r320", report)

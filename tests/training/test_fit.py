@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from training.config import FitConfig, load_config
-from training.fit import LAST, Trainer, batch_indices, learning_rate, run_fit
+from training.fit import LAST, Trainer, autocast_dtype, batch_indices, learning_rate, run_fit
 
 
 def tiny_config(data: Path, steps: int) -> FitConfig:
@@ -98,3 +98,16 @@ def test_init_from_starts_with_the_weights_of_an_earlier_run(
     )
     with pytest.raises(ValueError, match="init_from"):
         Trainer(wrong, tmp_path / "wrong")
+
+
+def test_bf16_autocast_trains_on_the_cpu(tiny_dataset: Path, tmp_path: Path) -> None:
+    cpu = torch.device("cpu")
+    assert autocast_dtype(FitConfig(), cpu) is None, "auto: float32 on the CPU"
+    assert autocast_dtype(FitConfig(), torch.device("cuda")) == torch.float16
+    config = tiny_config(tiny_dataset, 2).model_copy(update={"amp": "bf16"})
+    assert autocast_dtype(config, cpu) == torch.bfloat16
+    trainer = run_fit(config, tmp_path / "bf16")
+    assert trainer.state.step == 2 and np.isfinite(trainer.state.last_loss)
+    assert not trainer.scaler.is_enabled(), "bfloat16 needs no loss scaling"
+    weights = next(trainer.network.parameters())
+    assert weights.dtype == torch.float32, "autocast keeps the weights in float32"
