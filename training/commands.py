@@ -240,9 +240,7 @@ def evaluate_model(
     from training.export import load_any
     from worker.preprocess import Preprocessor
 
-    network, card, _ = load_any(model)
-    if input_size:
-        card = card.model_copy(update={"input_size": input_size})
+    network, card, _ = load_any(model, input_size)
     thresholds = card.gate.thresholds()
     preprocessor = Preprocessor(card.input_size, card.mean, card.std)
 

@@ -20,17 +20,24 @@ from worker.model import CARD_FILE, Gate, ModelCard, load_network, save_network
 ONNX_FILE = "model.onnx"
 
 
-def load_any(source: Path) -> tuple[nn.Module, ModelCard, dict[str, Any]]:
-    """A network with its card from a checkpoint (.pt) or a model version directory."""
+def load_any(
+    source: Path, input_size: int | None = None
+) -> tuple[nn.Module, ModelCard, dict[str, Any]]:
+    """A network with its card from a checkpoint (.pt) or a model version directory; with
+    `input_size`, the card runs the network at that size instead of its own."""
     if source.is_dir() and (source / CARD_FILE).exists():
         card = ModelCard.read(source)
-        return load_network(source, card), card, {}
-    network, extra = load_checkpoint_network(source)
-    config: FitConfig = extra["config"]
-    card = ModelCard(
-        name=config.name, architecture=config.architecture, input_size=config.input_size
-    )
-    return network.float(), card, extra
+        network, extra = load_network(source, card), {}
+    else:
+        network, extra = load_checkpoint_network(source)
+        config: FitConfig = extra["config"]
+        card = ModelCard(
+            name=config.name, architecture=config.architecture, input_size=config.input_size
+        )
+        network = network.float()
+    if input_size:
+        card = card.model_copy(update={"input_size": input_size})
+    return network, card, extra
 
 
 def data_recipes(folders: list[str]) -> list[dict[str, Any]]:
@@ -111,9 +118,7 @@ def export_model(
     min_confidence: float | None = None,
     input_size: int | None = None,
 ) -> tuple[Path, ModelCard]:
-    network, base, extra = load_any(source)
-    if input_size:
-        base = base.model_copy(update={"input_size": input_size})
+    network, base, extra = load_any(source, input_size)
     name = name or base.name
     report = json.loads(report_path.read_text()) if report_path else None
     directory = out_dir / name
