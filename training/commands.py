@@ -211,11 +211,15 @@ def evaluate(
     input_size: Annotated[
         int | None, typer.Option(help="Run the network at this size instead of the card's.")
     ] = None,
+    flip_average: Annotated[
+        bool | None,
+        typer.Option(help="Average with the mirror image (or not) instead of as the card says."),
+    ] = None,
 ) -> None:
     """IoU, boundary IoU, by size and kind; accept rate and accepted precision at the model's
     gate; risk-coverage and the threshold calibrated for --target-precision."""
     report = evaluate_model(
-        model, data, out, target_precision, batch_size, limit, sheet, input_size
+        model, data, out, target_precision, batch_size, limit, sheet, input_size, flip_average
     )
     print_report(report)
 
@@ -229,6 +233,7 @@ def evaluate_model(
     limit: int | None,
     sheet: bool,
     input_size: int | None = None,
+    flip_average: bool | None = None,
 ) -> dict[str, Any]:
     passive_openmp()
     import json
@@ -238,9 +243,11 @@ def evaluate_model(
     from training.dataset import read_manifest
     from training.evaluate import evaluate_folder, results_to_records, summarise
     from training.export import load_any
+    from worker.model import for_inference
     from worker.preprocess import Preprocessor
 
-    network, card, _ = load_any(model, input_size)
+    network, card, _ = load_any(model, input_size, flip_average)
+    network = for_inference(network, card)
     thresholds = card.gate.thresholds()
     preprocessor = Preprocessor(card.input_size, card.mean, card.std)
 
@@ -258,6 +265,7 @@ def evaluate_model(
         "model": str(model),
         "data": str(data),
         "input_size": card.input_size,
+        "flip_average": card.flip_average,
         **summarise(results, thresholds, target_precision),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -350,6 +358,10 @@ def export(
         int | None,
         typer.Option(help="The size the version runs at; default: the run's input_size."),
     ] = None,
+    flip_average: Annotated[
+        bool | None,
+        typer.Option(help="The version averages with the mirror image; default: the source's."),
+    ] = None,
 ) -> None:
     """Write OUT/NAME/weights.safetensors (fp16) and model.json (card with sha256, metrics)."""
     from training.export import export_model
@@ -363,6 +375,7 @@ def export(
         notes=note,
         min_confidence=min_confidence,
         input_size=input_size,
+        flip_average=flip_average,
     )
     size_mb = (directory / "weights.safetensors").stat().st_size / 1e6
     console.print(

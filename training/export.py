@@ -21,10 +21,10 @@ ONNX_FILE = "model.onnx"
 
 
 def load_any(
-    source: Path, input_size: int | None = None
+    source: Path, input_size: int | None = None, flip_average: bool | None = None
 ) -> tuple[nn.Module, ModelCard, dict[str, Any]]:
-    """A network with its card from a checkpoint (.pt) or a model version directory; with
-    `input_size`, the card runs the network at that size instead of its own."""
+    """The bare network with its card from a checkpoint (.pt) or a model version directory;
+    `input_size` and `flip_average` change how the card runs it (worker.model.for_inference)."""
     if source.is_dir() and (source / CARD_FILE).exists():
         card = ModelCard.read(source)
         network, extra = load_network(source, card), {}
@@ -37,6 +37,8 @@ def load_any(
         network = network.float()
     if input_size:
         card = card.model_copy(update={"input_size": input_size})
+    if flip_average is not None:
+        card = card.model_copy(update={"flip_average": flip_average})
     return network, card, extra
 
 
@@ -93,6 +95,12 @@ def build_card(
             f"the report measured the network at input {report['input_size']}, the card would "
             f"run it at {base.input_size}: evaluate with --input-size {base.input_size}"
         )
+    if report and report.get("flip_average", False) != base.flip_average:
+        raise ValueError(
+            f"the report measured flip_average={report.get('flip_average', False)}, the card "
+            f"would run with {base.flip_average}: export and evaluate with the same "
+            "--flip-average / --no-flip-average"
+        )
     if report:
         update["metrics"] = {k: v for k, v in report.items() if k != "calibration"}
         update["calibration"] = report.get("calibration", {})
@@ -117,8 +125,9 @@ def export_model(
     notes: list[str] | None = None,
     min_confidence: float | None = None,
     input_size: int | None = None,
+    flip_average: bool | None = None,
 ) -> tuple[Path, ModelCard]:
-    network, base, extra = load_any(source, input_size)
+    network, base, extra = load_any(source, input_size, flip_average)
     name = name or base.name
     report = json.loads(report_path.read_text()) if report_path else None
     directory = out_dir / name

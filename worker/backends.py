@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from worker.model import ModelCard, load_network, verify_weights
+from worker.model import ModelCard, for_inference, load_network, verify_weights
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class TorchBackend:
             torch.backends.cudnn.benchmark = True
         # channels_last feeds the tensor cores; on this CPU it made the Unet several times slower.
         self.memory_format = torch.channels_last if cuda else torch.contiguous_format
-        self.network = load_network(model_dir, card).to(
+        self.network = for_inference(load_network(model_dir, card), card).to(
             self.device, memory_format=self.memory_format
         )
         self.name = f"torch-{self.device.type}"
@@ -194,7 +194,8 @@ def _open_session(path: Path, threads: int | None) -> Any:
 
 def onnx_cache_path(card: ModelCard, model_dir: Path, cache_dir: Path) -> Path:
     sha256 = card.weights_sha256 or _weights_sha256(model_dir, card)
-    return cache_dir / "onnx" / f"{sha256}-opset{ONNX_OPSET}.onnx"
+    flip = "-flip" if card.flip_average else ""
+    return cache_dir / "onnx" / f"{sha256}-opset{ONNX_OPSET}{flip}.onnx"
 
 
 def _weights_sha256(model_dir: Path, card: ModelCard) -> str:
@@ -249,7 +250,7 @@ def export_onnx(model_dir: Path, card: ModelCard, path: Path) -> None:
     """Export with dynamic batch, height and width (multiples of 32); written atomically."""
     import torch
 
-    network = load_network(model_dir, card)
+    network = for_inference(load_network(model_dir, card), card)
     example = torch.zeros(1, 3, card.input_size, card.input_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     height = torch.export.Dim("height_32", min=1, max=256)

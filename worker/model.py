@@ -41,6 +41,9 @@ class ModelCard(BaseModel):
     name: str
     architecture: Architecture = Field(default_factory=Architecture)
     input_size: int = 320  # longest side fed to the network, a multiple of 32
+    # Test-time flip: the logits are the mean of the photo's and of its mirror image's (twice
+    # the compute; measured per version, README "Training").
+    flip_average: bool = False
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     gate: Gate = Field(default_factory=Gate)
@@ -112,6 +115,15 @@ def load_network(directory: Path, card: ModelCard | None = None) -> Any:
     state = {key: value.float() for key, value in load_file(str(weights)).items()}
     network.load_state_dict(state)
     return network.eval().requires_grad_(False).to(torch.float32)
+
+
+def for_inference(network: Any, card: ModelCard) -> Any:
+    """The network as the card runs it: flip-averaged when the card says so."""
+    if not card.flip_average:
+        return network
+    from worker.flip import FlipAveraged
+
+    return FlipAveraged(network)
 
 
 def save_network(

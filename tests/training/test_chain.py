@@ -53,3 +53,16 @@ def test_smoke_chain_produces_an_evaluated_loadable_model(tmp_path: Path) -> Non
     )
     assert outcome.exit_code == 0, outcome.output
     assert ModelCard.read(tmp_path / "models" / "smoke-96").input_size == 96
+
+    # flip averaging: measured with evaluate --flip-average, carried by export --flip-average
+    flipped = tmp_path / "report-flip.json"
+    outcome = runner.invoke(app, [*evaluate, "--out", str(flipped), "--flip-average", "--no-sheet"])
+    assert outcome.exit_code == 0, outcome.output
+    assert json.loads(flipped.read_text())["flip_average"] is True
+    assert report["flip_average"] is False
+    outcome = runner.invoke(app, [*export, "--name", "smoke-flip", "--report", str(flipped)])
+    assert outcome.exit_code != 0, "a report measured with the flip does not describe the card"
+    flip_export = [*export, "--name", "smoke-flip", "--report", str(flipped), "--flip-average"]
+    outcome = runner.invoke(app, flip_export)
+    assert outcome.exit_code == 0, outcome.output
+    assert ModelCard.read(tmp_path / "models" / "smoke-flip").flip_average

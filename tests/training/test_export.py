@@ -42,3 +42,14 @@ def test_a_version_can_run_at_another_input_size_measured_for_it(tmp_path: Path)
     assert card.input_size == 384 and ModelCard.read(directory).input_size == 384
     with pytest.raises(ValueError, match="--input-size 320"):
         export_model(source, tmp_path / "models", "r320", report)
+
+
+def test_a_flip_averaged_version_needs_figures_measured_with_the_flip(tmp_path: Path) -> None:
+    source = save_random_init(tmp_path / "runs", input_size=320, name="r")
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({**report_at(0.98), "input_size": 320, "flip_average": True}))
+    directory, card = export_model(source, tmp_path / "models", "rf", report, flip_average=True)
+    assert card.flip_average and ModelCard.read(directory).flip_average
+    assert card.metrics["flip_average"] is True
+    with pytest.raises(ValueError, match="measured flip_average=True"):
+        export_model(source, tmp_path / "models", "r", report)

@@ -11,7 +11,7 @@ import pytest
 
 from worker import backends
 from worker.backends import OnnxBackend, make_backend, onnx_cache_path
-from worker.model import WEIGHTS_FILE, ChecksumMismatch, ModelCard
+from worker.model import WEIGHTS_FILE, ChecksumMismatch, ModelCard, load_network
 from worker.pipeline import Segmenter
 
 # fp32 in both; ORT fuses and reorders kernels, so sums differ in the last bits. Measured on
@@ -115,3 +115,38 @@ def test_auto_picks_onnx_on_cpu(
     assert backend.batch_size == backends.CPU_BATCH_SIZE
     with pytest.raises(ValueError, match="CPU"):
         make_backend(ModelCard.read(model_dir), model_dir, "cuda", "onnx", model_cache_dir)
+
+
+def version_with_flip(model_dir: Path, tmp_path: Path, flip_average: bool) -> Path:
+    """The same weights under a card that does (or does not) average with the mirror image."""
+    directory = tmp_path / f"flip-{flip_average}"
+    shutil.copytree(model_dir, directory)
+    card = ModelCard.read(directory).model_copy(update={"flip_average": flip_average})
+    card.write(directory)
+    return directory
+
+
+def test_flip_averaged_version_is_mirror_symmetric_in_both_backends(
+    onnx_segmenter: Segmenter, model_dir: Path, model_cache_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    plain = version_with_flip(model_dir, tmp_path, False)
+    flipped = version_with_flip(model_dir, tmp_path, True)
+    batch = np.random.default_rng(1).normal(size=(2, 3, 64, 96)).astype(np.float32)
+    network = load_network(plain)
+    with torch.inference_mode():
+        x = torch.from_numpy(batch)
+        expected = torch.sigmoid((network(x) + network(x.flip(-1)).flip(-1)) / 2)[:, 0].numpy()
+    card = ModelCard.read(flipped)
+    for name in ("torch", "onnx"):
+        backend = make_backend(card, flipped, "cpu", name, model_cache_dir, threads=1)
+        probabilities = backend.predict(batch)
+        mirrored = backend.predict(np.ascontiguousarray(batch[..., ::-1]))
+        assert np.abs(probabilities - expected).max() <= MAX_PROBABILITY_DIFFERENCE, name
+        assert np.abs(mirrored[..., ::-1] - probabilities).max() <= MAX_PROBABILITY_DIFFERENCE
+    bare = make_backend(ModelCard.read(plain), plain, "cpu", "torch", threads=1)
+    assert np.abs(bare.predict(batch) - expected).max() > 10 * MAX_PROBABILITY_DIFFERENCE
+    assert onnx_cache_path(card, flipped, model_cache_dir) != onnx_cache_path(
+        ModelCard.read(plain), plain, model_cache_dir
+    )
