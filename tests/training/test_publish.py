@@ -28,7 +28,7 @@ from worker.registry import resolve_model_dir
 def exported_version(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     name = f"published-{uuid.uuid4().hex[:8]}"
-    card = ModelCard(name=name, input_size=160, metrics={"mean_iou": 0.5})
+    card = ModelCard(name=name, input_size=160, flip_average=True, metrics={"mean_iou": 0.5})
     save_network(build_unet(card.architecture), tmp_path / name, card)
     return tmp_path / name
 
@@ -48,6 +48,7 @@ def test_publish_uploads_registers_and_a_worker_loads_it(
 
     loaded_dir = resolve_model_dir(card.name, distributed_settings)
     assert sha256_file(loaded_dir / WEIGHTS_FILE) == card.weights_sha256
+    assert ModelCard.read(loaded_dir).flip_average, "how the card runs the network travels too"
 
     with session_scope(distributed_settings.resolved_database_url) as session:
         session.get(ModelVersion, card.name).sha256 = "0" * 64
