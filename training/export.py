@@ -89,6 +89,8 @@ def build_card(
             "train": data_recipes(config.train_data),
             "val": data_recipes([config.val_data] if config.val_data else []),
         }
+    elif notes:  # a version exported again (another input size, the flip) keeps its record
+        update["training"] = {**base.training, "notes": [*base.training.get("notes", []), *notes]}
     measured = Gate(**report["gate"]) if report else None
     if report and report.get("input_size", base.input_size) != base.input_size:
         raise ValueError(

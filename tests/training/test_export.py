@@ -51,5 +51,8 @@ def test_a_flip_averaged_version_needs_figures_measured_with_the_flip(tmp_path: 
     directory, card = export_model(source, tmp_path / "models", "rf", report, flip_average=True)
     assert card.flip_average and ModelCard.read(directory).flip_average
     assert card.metrics["flip_average"] is True
+    again, _ = export_model(directory, tmp_path / "again", "rf2", report, notes=["flip on"])
+    assert ModelCard.read(again).training["notes"] == ["flip on"], "notes of a re-export are kept"
+    assert ModelCard.read(again).weights_sha256 == card.weights_sha256, "fp16 -> fp16 is exact"
     with pytest.raises(ValueError, match="measured flip_average=True"):
         export_model(source, tmp_path / "models", "r", report)
