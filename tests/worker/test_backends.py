@@ -127,7 +127,7 @@ def version_with_flip(model_dir: Path, tmp_path: Path, flip_average: bool) -> Pa
 
 
 def test_flip_averaged_version_is_mirror_symmetric_in_both_backends(
-    onnx_segmenter: Segmenter, model_dir: Path, model_cache_dir: Path, tmp_path: Path
+    model_dir: Path, model_cache_dir: Path, tmp_path: Path
 ) -> None:
     import torch
 
