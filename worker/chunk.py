@@ -13,7 +13,10 @@ broker. The order makes redelivery and concurrent delivery safe:
 3. then the retried images (an earlier delivery started them and never recorded a result: its
    process may have died on one of them) one at a time, each counting its attempt just before
    it runs and recorded just after, so a poison image that kills the process takes down only
-   itself, and ends failed after max_attempts while the rest of its chunk completes.
+   itself, and ends failed after max_attempts while the rest of its chunk completes. A retried
+   image that waited past the processing timeout for its turn may have been sent again by the
+   reaper meanwhile: it is taken back and counted all the same (it never runs uncounted), unless
+   another delivery has claimed or finished it, and then it is skipped here.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class Claim:
     fresh: list[str]
     retried: list[str]
     gave_up: list[str]
+    claimed_at: datetime
 
 
 def run_chunk(
@@ -121,8 +125,11 @@ def segment_claim(
     process = partial(_process_and_record, segmenter, model_version, settings, outcomes)
     process({image_id: claim.sources[image_id] for image_id in claim.fresh})
     for image_id in claim.retried:
-        with_database_retries(partial(count_attempt, image_id, model_version, settings))
-        process({image_id: claim.sources[image_id]})
+        count = partial(count_attempt, image_id, model_version, settings, claim.claimed_at)
+        if with_database_retries(count):
+            process({image_id: claim.sources[image_id]})
+        else:
+            log.info("retried image skipped: claimed elsewhere", extra={"image_id": image_id})
     return outcomes
 
 
@@ -186,7 +193,7 @@ def claim_chunk(
         fresh = sorted([*session.scalars(take_fresh), *retaken])
         retried = [image_id for image_id, _ in sorted(session.execute(take_retried), key=_fewest)]
         sources = _source_uris(session, fresh + retried)
-    return Claim(sources, fresh, retried, gave_up)
+    return Claim(sources, fresh, retried, gave_up, now)
 
 
 def _give_up(where: ColumnElement[bool], max_attempts: int, now: datetime) -> Any:
@@ -241,20 +248,32 @@ def _fewest(row: Any) -> tuple[int, str]:
     return attempts, image_id
 
 
-def count_attempt(image_id: str, model_version: str, settings: Settings) -> None:
-    """A retried image is about to run (alone): count the attempt before it can crash us."""
+def count_attempt(
+    image_id: str, model_version: str, settings: Settings, claimed_at: datetime
+) -> bool:
+    """A retried image is about to run (alone): count the attempt before it can crash us.
+
+    The row is still this delivery's while it is `processing` since `claimed_at`; if it waited
+    past the processing timeout, the reaper may have queued it again: it is taken back (its new
+    message will find it running or finished). False when another delivery has claimed it or
+    it has finished: then it must not run here."""
+    ours_or_requeued = or_(
+        (Segmentation.status == "processing") & (Segmentation.started_at == claimed_at),
+        Segmentation.status == "queued",
+    )
     statement = (
         update(Segmentation)
         .where(
             Segmentation.image_id == image_id,
             Segmentation.model_version == model_version,
-            Segmentation.status == "processing",
+            ours_or_requeued,
         )
-        .values(attempts=Segmentation.attempts + 1, started_at=utcnow())
+        .values(status="processing", attempts=Segmentation.attempts + 1, started_at=utcnow())
+        .returning(Segmentation.image_id)
         .execution_options(synchronize_session=False)
     )
     with session_scope(settings.resolved_database_url) as session:
-        session.execute(statement)
+        return session.execute(statement).first() is not None
 
 
 def segment_images(

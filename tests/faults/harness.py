@@ -87,10 +87,13 @@ class TcpProxy:
         self.up = True
 
     @contextlib.contextmanager
-    def outage(self, seconds: float) -> Iterator[None]:
+    def outage(self, seconds: float, limit_s: float = 120) -> Iterator[None]:
+        """Cut for `seconds`, and on until a connection was refused (at most `limit_s`): a worker
+        busy with a long inference may not reach for the server within `seconds`."""
         self.cut()
         try:
             time.sleep(seconds)
+            eventually(lambda: self.refused >= 1, limit_s, "a connection refused in the outage")
             yield
         finally:
             self.restore()

@@ -70,10 +70,33 @@ def test_claim_counts_first_tries_gives_up_and_orders_retries(
     assert worn.finished_at is not None and "after 3 attempts" in worn.error
     assert rows["finished"].status == "done"
 
-    count_attempt("once", version, embedded_settings)
+    assert count_attempt("once", version, embedded_settings, claim.claimed_at)
     assert _rows(embedded_settings)["once"].attempts == 2
     again = claim_chunk(list(rows), version, embedded_settings)  # all claimed or finished now
     assert (again.fresh, again.retried, again.gave_up) == ([], [], [])
+
+
+def test_a_retried_image_sent_again_while_it_waited_still_counts_its_attempt(
+    embedded_settings: Settings,
+) -> None:
+    """Retried images run one at a time; one still waiting its turn past the processing timeout
+    is queued again by the reaper. It must not then run uncounted (a poison image would crash
+    the worker once more than max_attempts); one that another delivery claimed meanwhile must
+    not run here at all."""
+    version = _rows_with_attempts(
+        embedded_settings, {"requeued": ("processing", 1), "taken": ("processing", 1)}
+    )
+    claim = claim_chunk(["requeued", "taken"], version, embedded_settings)
+    assert claim.retried == ["requeued", "taken"]
+    with session_scope(embedded_settings.resolved_database_url) as session:
+        session.get_one(Segmentation, ("requeued", version)).status = "queued"  # the reaper
+        session.get_one(Segmentation, ("taken", version)).started_at = utcnow()  # another claim
+
+    assert count_attempt("requeued", version, embedded_settings, claim.claimed_at)
+    assert not count_attempt("taken", version, embedded_settings, claim.claimed_at)
+    rows = _rows(embedded_settings)
+    assert (rows["requeued"].status, rows["requeued"].attempts) == ("processing", 2)
+    assert rows["taken"].attempts == 1
 
 
 def test_queue_command_prints_depths_and_the_backlog(distributed_settings: Settings) -> None:
