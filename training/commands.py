@@ -147,14 +147,19 @@ def fit(
         Path | None, typer.Option(help="With a preset: folder with train/ and val/.")
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Override the config's steps.")] = None,
+    time_budget_s: Annotated[
+        float | None, typer.Option(help="Override the config's time_budget_s (training seconds).")
+    ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue from RUN_DIR/checkpoints/last.pt.")
     ] = False,
 ) -> None:
     """Train the Unet; checkpoints every few minutes; --resume continues a stopped run."""
     fit_config = resolve_fit_config(run_dir, config, preset, data, resume)
-    if steps is not None:
-        fit_config = fit_config.model_copy(update={"steps": steps})
+    overrides = {"steps": steps, "time_budget_s": time_budget_s}
+    fit_config = fit_config.model_copy(
+        update={name: value for name, value in overrides.items() if value is not None}
+    )
     trainer = train_with_progress(fit_config, run_dir, resume)
     state = trainer.state
     console.print(

@@ -111,3 +111,19 @@ def test_bf16_autocast_trains_on_the_cpu(tiny_dataset: Path, tmp_path: Path) -> 
     assert not trainer.scaler.is_enabled(), "bfloat16 needs no loss scaling"
     weights = next(trainer.network.parameters())
     assert weights.dtype == torch.float32, "autocast keeps the weights in float32"
+
+
+def test_fit_command_overrides_steps_and_time_budget(tiny_dataset: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from jewelcut.cli import app
+    from training.config import save_config
+
+    save_config(tiny_config(tiny_dataset, 5), tmp_path / "tiny.yaml")
+    run = tmp_path / "run"
+    arguments = ["--config", str(tmp_path / "tiny.yaml"), "--steps", "1", "--time-budget-s", "60"]
+    outcome = CliRunner().invoke(app, ["train", "fit", str(run), *arguments])
+    assert outcome.exit_code == 0, outcome.output
+    recorded = load_config(run / "config.yaml")
+    assert (recorded.steps, recorded.time_budget_s) == (1, 60.0)
+    assert "done step 1" in outcome.output
