@@ -129,7 +129,9 @@ def segment_claim(
         if with_database_retries(count):
             process({image_id: claim.sources[image_id]})
         else:
-            log.info("retried image skipped: claimed elsewhere", extra={"image_id": image_id})
+            log.info(
+                "retried image skipped: claimed or finished elsewhere", extra={"image_id": image_id}
+            )
     return outcomes
 
 
