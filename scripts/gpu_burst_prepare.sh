@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Stage here what scripts/gpu_train_burst.sh needs on a bare GPU machine that reaches no package
 # registry and sees only this checkout (README, "Training on a GPU"): wheels, for its Python
-# 3.12, of the packages its image lacks, at the versions installed here, and the background
-# photos. All of it goes to .gpu/ (ignored by git; about 36 MB).
+# 3.12, of the packages its image lacks (and of typer, whose version there is unknown), at the
+# versions installed here, and the background photos. All of it goes to .gpu/ (ignored by git;
+# about 36 MB).
 #   scripts/gpu_burst_prepare.sh ../shared/data/backgrounds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backgrounds=${1:?usage: $0 BACKGROUNDS_DIR (holding hands/ and surfaces/)}
-missing_there=(segmentation_models_pytorch pydantic pydantic_core pydantic-settings
-  typing-inspection typing_extensions python-dotenv annotated-types)
+carried=(segmentation_models_pytorch pydantic pydantic_core pydantic-settings typing-inspection
+  typing_extensions python-dotenv annotated-types typer shellingham)
 
 pins=()
-for name in "${missing_there[@]}"; do
+for name in "${carried[@]}"; do
   pins+=("$name==$(python -c "import importlib.metadata as m; print(m.version('$name'))")")
 done
 rm -rf .gpu && mkdir -p .gpu/wheels .gpu/backgrounds
