@@ -20,4 +20,6 @@ python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d .gpu/wheels "${pins[@]}"
 cp -r "$backgrounds/hands" "$backgrounds/surfaces" .gpu/backgrounds/
-echo "staged in .gpu/: $(ls .gpu/wheels | wc -l) wheels, $(find .gpu/backgrounds -type f | wc -l) photos, $(du -sh .gpu | cut -f1)"
+wheels=$(ls .gpu/wheels | wc -l)
+photos=$(find .gpu/backgrounds -type f | wc -l)
+echo "staged in .gpu/: $wheels wheels, $photos photos, $(du -sh .gpu | cut -f1)"

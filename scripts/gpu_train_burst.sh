@@ -3,7 +3,7 @@
 # run there, with .gpu/ carried along, after scripts/gpu_burst_prepare.sh has staged it here:
 #   bash scripts/gpu_train_burst.sh [FIT_SECONDS]   (default 240; synthesis and scoring add ~4 min)
 # 1. synthesise 14 shards of 480x360 training composites and a validation set, a process each;
-# 2. fit training/configs/unet-b3-synth-v7-gpu.yaml for FIT_SECONDS of training;
+# 2. fit training/configs/unet-b3-synth-v8-gpu.yaml for FIT_SECONDS of training;
 # 3. export the best checkpoint as a flip-averaged fp16 version at input 480 and score it and
 #    the shipped default on the validation set;
 # 4. when $OUT is set, copy there what the held-out evaluation back here needs: the card, the
@@ -14,9 +14,9 @@ cd "$(dirname "$0")/.."
 fit_seconds=${1:-240}
 per_shard=${PER_SHARD:-400}
 val_count=${VAL_COUNT:-200}
-config=training/configs/unet-b3-synth-v7-gpu.yaml
+config=training/configs/unet-b3-synth-v8-gpu.yaml
 work=runs/gpu
-version=$work/export/unet-b3-synth-v7-gpu
+version=$work/export/unet-b3-synth-v8-gpu
 started=$SECONDS
 
 if ! python3 -c "import segmentation_models_pytorch, pydantic_settings" 2>/dev/null; then
@@ -53,7 +53,8 @@ tail -n 3 "$work/logs/fit.log"
 log "exporting and scoring on the validation set"
 jewelcut train export "$work/run/checkpoints/best.pt" --out "$work/export" --input-size 480 \
   --flip-average --note "GPU burst: scripts/gpu_train_burst.sh $fit_seconds, $per_shard per shard"
-for model in "$version" models/unet-b3-synth-v5-flip; do
+shipped=$(find models -name model.json -printf "%h\n" | sort | tail -n 1)  # the default
+for model in "$version" "$shipped"; do
   jewelcut train evaluate "$model" --data "$work/data/val" --no-sheet \
     --out "$work/eval/$(basename "$model").json"
 done
