@@ -43,7 +43,7 @@ for shard in $(seq -w 1 14); do
 done
 synth "$work/data/val" "$val_count" 2 &
 pids+=($!)
-for pid in "${pids[@]}"; do wait "$pid"; done
+for pid in "${pids[@]}"; do wait "$pid" || { tail -n 20 "$work"/logs/synth-*.log; exit 1; }; done
 
 log "fitting for ${fit_seconds}s of training"
 jewelcut train fit "$work/run" --config "$config" --time-budget-s "$fit_seconds" \
