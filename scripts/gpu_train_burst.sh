@@ -2,7 +2,8 @@
 # One prepared training burst for a GPU machine lent for minutes (README, "Training on a GPU"),
 # run there, with .gpu/ carried along, after scripts/gpu_burst_prepare.sh has staged it here:
 #   bash scripts/gpu_train_burst.sh [FIT_SECONDS]   (default 240; synthesis and scoring add ~4 min)
-# 1. synthesise 14 shards of 480x360 training composites and a validation set, a process each;
+# 1. synthesise the config's training shards (480x360 composites) and its validation set, a
+#    process each;
 # 2. fit training/configs/unet-b3-synth-v8-gpu.yaml for FIT_SECONDS of training;
 # 3. export the best checkpoint as a flip-averaged fp16 version at input 480 and score it and
 #    the shipped default on the validation set;
@@ -34,14 +35,18 @@ synth() {  # FOLDER COUNT SEED
     >"$work/logs/synth-$(basename "$1").log" 2>&1
 }
 
+folders=$(python3 -c "from pathlib import Path; from training.config import load_config as c
+run = c(Path('$config')); print(run.val_data, *run.train_data)")
+read -r val_data shards_line <<<"$folders"
+read -ra shards <<<"$shards_line"
 rm -rf "$work" && mkdir -p "$work/logs"
-log "synthesising 14 x $per_shard training composites and $val_count for validation"
+log "synthesising ${#shards[@]} x $per_shard training composites and $val_count for validation"
 pids=()
-for shard in $(seq -w 1 14); do
-  synth "$work/data/train_$shard" "$per_shard" $((1000 + 10#$shard)) &
+for index in "${!shards[@]}"; do
+  synth "${shards[$index]}" "$per_shard" $((1001 + index)) &
   pids+=($!)
 done
-synth "$work/data/val" "$val_count" 2 &
+synth "$val_data" "$val_count" 2 &
 pids+=($!)
 for pid in "${pids[@]}"; do wait "$pid" || { tail -n 20 "$work"/logs/synth-*.log; exit 1; }; done
 
@@ -53,9 +58,10 @@ tail -n 3 "$work/logs/fit.log"
 log "exporting and scoring on the validation set"
 jewelcut train export "$work/run/checkpoints/best.pt" --out "$work/export" --input-size 480 \
   --flip-average --note "GPU burst: scripts/gpu_train_burst.sh $fit_seconds, $per_shard per shard"
-shipped=$(find models -name model.json -printf "%h\n" | sort | tail -n 1)  # the default
+shipped=$(python3 -c "from jewelcut.settings import DEFAULT_MODELS_DIR as d
+from worker.model import default_model_dir; print(default_model_dir(d))")
 for model in "$version" "$shipped"; do
-  jewelcut train evaluate "$model" --data "$work/data/val" --no-sheet \
+  jewelcut train evaluate "$model" --data "$val_data" --no-sheet \
     --out "$work/eval/$(basename "$model").json"
 done
 

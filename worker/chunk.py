@@ -179,8 +179,7 @@ def claim_chunk(
     ours = and_(
         Segmentation.model_version == model_version,
         Segmentation.image_id.in_(ids),
-        Segmentation.status == "processing",
-        Segmentation.started_at == now,
+        _claimed_at(now),
     )
     tried_enough = Segmentation.attempts >= settings.max_attempts
     retry_count = {"attempts": Segmentation.attempts + 1} if count_retried else {}
@@ -196,6 +195,11 @@ def claim_chunk(
         retried = [image_id for image_id, _ in sorted(session.execute(take_retried), key=_fewest)]
         sources = _source_uris(session, fresh + retried)
     return Claim(sources, fresh, retried, gave_up, now)
+
+
+def _claimed_at(when: datetime) -> ColumnElement[bool]:
+    """Rows a claim at `when` marked `processing` and nobody has taken since."""
+    return and_(Segmentation.status == "processing", Segmentation.started_at == when)
 
 
 def _give_up(where: ColumnElement[bool], max_attempts: int, now: datetime) -> Any:
@@ -259,10 +263,7 @@ def count_attempt(
     past the processing timeout, the reaper may have queued it again: it is taken back (its new
     message will find it running or finished). False when another delivery has claimed it or
     it has finished: then it must not run here."""
-    ours_or_requeued = or_(
-        (Segmentation.status == "processing") & (Segmentation.started_at == claimed_at),
-        Segmentation.status == "queued",
-    )
+    ours_or_requeued = or_(_claimed_at(claimed_at), Segmentation.status == "queued")
     statement = (
         update(Segmentation)
         .where(
