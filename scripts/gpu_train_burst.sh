@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # One prepared training burst for a GPU machine lent for minutes (README, "Training on a GPU"),
 # run there, with .gpu/ carried along, after scripts/gpu_burst_prepare.sh has staged it here:
-#   bash scripts/gpu_train_burst.sh [FIT_SECONDS]   (default 240; synthesis and scoring add ~4 min)
-# 1. synthesise the config's training shards (480x360 composites) and its validation set, a
-#    process each;
-# 2. fit training/configs/unet-b3-synth-v8-gpu.yaml for FIT_SECONDS of training;
-# 3. export the best checkpoint as a flip-averaged fp16 version at input 480 and score it and
-#    the shipped default on the validation set;
-# 4. when $OUT is set, copy there what the held-out evaluation back here needs: the card, the
-#    weights in parts under 16 MiB (`cat weights.safetensors.part-* > weights.safetensors`),
-#    the fit log and both validation reports.
+#   bash scripts/gpu_train_burst.sh [TOTAL_SECONDS]   (default 540: the whole burst ends by then)
+# 1. refuse to start without CUDA (a CPU would train 100x less in the same minutes);
+# 2. start the config's training shards (480x360 composites) and its validation set, a process
+#    each, and meanwhile run the whole chain for three steps on a tiny set, so that a broken
+#    step shows in seconds rather than after the synthesis; then, the GPU being idle till the
+#    shards are done, scripts/gpu_check.py on the shipped default (GPU_CHECK_S, default 100; 0
+#    skips it; its end-to-end run is left out, the CPUs being busy);
+# 3. fit training/configs/unet-b3-synth-v8-gpu.yaml for what is left of TOTAL_SECONDS after
+#    the synthesis, less RESERVE_S (default 45) for the export;
+# 4. export the best checkpoint as a flip-averaged fp16 version at input 480 and, when $OUT is
+#    set, copy there the card, the weights in parts under 16 MiB
+#    (`cat weights.safetensors.part-* > weights.safetensors`), the fit log and the GPU check's
+#    figures. The held-out evaluation happens back here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fit_seconds=${1:-240}
-per_shard=${PER_SHARD:-400}
+total_seconds=${1:-540}
+reserve_seconds=${RESERVE_S:-45}
+per_shard=${PER_SHARD:-300}
 val_count=${VAL_COUNT:-200}
+gpu_check_seconds=${GPU_CHECK_S:-100}
 config=training/configs/unet-b3-synth-v8-gpu.yaml
 work=runs/gpu
 version=$work/export/unet-b3-synth-v8-gpu
@@ -28,6 +34,8 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 jewelcut() { python3 -m jewelcut "$@"; }
 log() { printf '[burst %4ds] %s\n' $((SECONDS - started)) "$*"; }
+[ -n "${ALLOW_CPU:-}" ] || python3 -c "import torch, sys
+sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: not training on the CPU')"
 
 synth() {  # FOLDER COUNT SEED
   OMP_NUM_THREADS=1 jewelcut train synth "$1" --count "$2" --width 480 --height 360 --seed "$3" \
@@ -35,11 +43,11 @@ synth() {  # FOLDER COUNT SEED
     >"$work/logs/synth-$(basename "$1").log" 2>&1
 }
 
+rm -rf "$work" && mkdir -p "$work/logs"
 folders=$(python3 -c "from pathlib import Path; from training.config import load_config as c
 run = c(Path('$config')); print(run.val_data, *run.train_data)")
 read -r val_data shards_line <<<"$folders"
 read -ra shards <<<"$shards_line"
-rm -rf "$work" && mkdir -p "$work/logs"
 log "synthesising ${#shards[@]} x $per_shard training composites and $val_count for validation"
 pids=()
 for index in "${!shards[@]}"; do
@@ -48,25 +56,40 @@ for index in "${!shards[@]}"; do
 done
 synth "$val_data" "$val_count" 2 &
 pids+=($!)
-for pid in "${pids[@]}"; do wait "$pid" || { tail -n 20 "$work"/logs/synth-*.log; exit 1; }; done
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
+log "preflight: the whole chain for three steps on 8 composites"
+synth "$work/data/preflight" 8 99
+python3 -c "from pathlib import Path; from training.config import load_config, save_config
+run = load_config(Path('$config')).model_copy(update=dict(train_data=['$work/data/preflight'],
+  val_data='$work/data/preflight', steps=3, time_budget_s=None, val_every=3, batch_size=4))
+save_config(run, Path('$work/preflight.yaml'))"
+{ jewelcut train fit "$work/preflight" --config "$work/preflight.yaml" &&
+  jewelcut train export "$work/preflight/checkpoints/best.pt" --out "$work/preflight/export" \
+    --input-size 480 --flip-average; } >"$work/logs/preflight.log" 2>&1 ||
+  { tail -n 30 "$work/logs/preflight.log"; exit 1; }
+if [ "$gpu_check_seconds" -gt 0 ]; then
+  log "while the shards are made, the GPU path check on the shipped default (<= ${gpu_check_seconds}s)"
+  timeout "$gpu_check_seconds" python3 scripts/gpu_check.py --seconds 2 --e2e-images 0 \
+    --json "${OUT:-$work}/gpu_check.json" >"${OUT:-$work}/gpu_check.log" 2>&1 ||
+    log "the GPU check failed or ran out of time: see gpu_check.log"
+fi
+
+for pid in "${pids[@]}"; do wait "$pid" || { tail -n 20 "$work"/logs/synth-*.log; exit 1; }; done
+trap - EXIT
+fit_seconds=$((total_seconds - (SECONDS - started) - reserve_seconds))
+[ "$fit_seconds" -ge 30 ] || { log "only ${fit_seconds}s left to train: stopping"; exit 1; }
 log "fitting for ${fit_seconds}s of training"
 jewelcut train fit "$work/run" --config "$config" --time-budget-s "$fit_seconds" \
   >"$work/logs/fit.log" 2>&1 || { tail -n 30 "$work/logs/fit.log"; exit 1; }
 tail -n 3 "$work/logs/fit.log"
 
-log "exporting and scoring on the validation set"
+log "exporting the best checkpoint"
 jewelcut train export "$work/run/checkpoints/best.pt" --out "$work/export" --input-size 480 \
-  --flip-average --note "GPU burst: scripts/gpu_train_burst.sh $fit_seconds, $per_shard per shard"
-shipped=$(python3 -c "from jewelcut.settings import DEFAULT_MODELS_DIR as d
-from worker.model import default_model_dir; print(default_model_dir(d))")
-for model in "$version" "$shipped"; do
-  jewelcut train evaluate "$model" --data "$val_data" --no-sheet \
-    --out "$work/eval/$(basename "$model").json"
-done
-
+  --flip-average --note "GPU burst: scripts/gpu_train_burst.sh $total_seconds, ${fit_seconds}s of \
+training, ${#shards[@]} shards of $per_shard"
 if [ -n "${OUT:-}" ]; then
-  cp "$version/model.json" "$work/run/log.jsonl" "$work/eval/"*.json "$OUT/"
+  cp "$version/model.json" "$work/run/log.jsonl" "$OUT/"
   split -b 15M -d "$version/weights.safetensors" "$OUT/weights.safetensors.part-"
   log "copied to \$OUT: $(ls "$OUT" | tr '\n' ' ')"
 fi
