@@ -231,15 +231,22 @@ def end_to_end(segmenter: Any, photos: list[bytes], args: argparse.Namespace) ->
     seconds = time.perf_counter() - started
     done = sum(outcome.status == "done" for outcome in outcomes)
     rate = len(outcomes) / seconds
+    # Per image, in its thread; "infer" is its share of its batch's call.
+    stages = {
+        stage: float(np.median([o.timings[stage] for o in outcomes if stage in o.timings]))
+        for stage in ("read", "decode", "preprocess", "infer", "cleanup", "write")
+    }
     print(
         f"\nend to end (decode, Unet, cleanup, gate, PNG+JPEG encode): {rate:.1f} images/s, "
-        f"{done}/{len(outcomes)} done"
+        f"{done}/{len(outcomes)} done; median ms per image: "
+        + ", ".join(f"{stage} {1000 * value:.1f}" for stage, value in stages.items())
     )
     return {
         "images": len(outcomes),
         "done": done,
         "images_per_s": rate,
         "io_threads": args.io_threads,
+        "median_stage_seconds": stages,
     }
 
 

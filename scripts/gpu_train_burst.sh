@@ -6,8 +6,9 @@
 # 2. start the config's training shards (480x360 composites) and its validation set, a process
 #    each, and meanwhile run the whole chain for three steps on a tiny set, so that a broken
 #    step shows in seconds rather than after the synthesis; then, the GPU being idle till the
-#    shards are done, scripts/gpu_check.py on the shipped default (GPU_CHECK_S, default 100; 0
-#    skips it; its end-to-end run is left out, the CPUs being busy);
+#    shards are done, scripts/gpu_check.py on the shipped default (at most GPU_CHECK_S, default
+#    100, and never past the synthesis; 0 skips it; its end-to-end run is left out, the CPUs
+#    being busy);
 # 3. fit training/configs/unet-b3-synth-v8-gpu.yaml for what is left of TOTAL_SECONDS after
 #    the synthesis, less RESERVE_S (default 45) for the export;
 # 4. export the best checkpoint as a flip-averaged fp16 version at input 480 and, when $OUT is
@@ -68,15 +69,20 @@ save_config(run, Path('$work/preflight.yaml'))"
   jewelcut train export "$work/preflight/checkpoints/best.pt" --out "$work/preflight/export" \
     --input-size 480 --flip-average; } >"$work/logs/preflight.log" 2>&1 ||
   { tail -n 30 "$work/logs/preflight.log"; exit 1; }
+check_pid=
 if [ "$gpu_check_seconds" -gt 0 ]; then
   log "while the shards are made, the GPU path check on the shipped default (<= ${gpu_check_seconds}s)"
   timeout "$gpu_check_seconds" python3 scripts/gpu_check.py --seconds 2 --e2e-images 0 \
-    --json "${OUT:-$work}/gpu_check.json" >"${OUT:-$work}/gpu_check.log" 2>&1 ||
-    log "the GPU check failed or ran out of time: see gpu_check.log"
+    --json "${OUT:-$work}/gpu_check.json" >"${OUT:-$work}/gpu_check.log" 2>&1 &
+  check_pid=$!
 fi
 
 for pid in "${pids[@]}"; do wait "$pid" || { tail -n 20 "$work"/logs/synth-*.log; exit 1; }; done
 trap - EXIT
+if [ -n "$check_pid" ]; then  # training gets the GPU as soon as the shards are there
+  kill "$check_pid" 2>/dev/null && log "stopped the GPU check: see gpu_check.log for its figures"
+  wait "$check_pid" 2>/dev/null || true
+fi
 fit_seconds=$((total_seconds - (SECONDS - started) - reserve_seconds))
 [ "$fit_seconds" -ge 30 ] || { log "only ${fit_seconds}s left to train: stopping"; exit 1; }
 log "fitting for ${fit_seconds}s of training"

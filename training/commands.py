@@ -271,6 +271,7 @@ def evaluate_model(
         "data": str(data),
         "input_size": card.input_size,
         "flip_average": card.flip_average,
+        "logit_temperature": card.logit_temperature,
         **summarise(results, thresholds, target_precision),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -367,25 +368,45 @@ def export(
         bool | None,
         typer.Option(help="The version averages with the mirror image; default: the source's."),
     ] = None,
+    fit_temperature: Annotated[
+        Path | None,
+        typer.Option(
+            help="A synthetic set, apart from the evaluation's, to fit the logit temperature on."
+        ),
+    ] = None,
 ) -> None:
     """Write OUT/NAME/weights.safetensors (fp16) and model.json (card with sha256, metrics)."""
+    passive_openmp()
+    from training.dataset import read_manifest
     from training.export import export_model
 
-    directory, card = export_model(
-        checkpoint,
-        out,
-        name,
-        report,
-        onnx,
-        notes=note,
-        min_confidence=min_confidence,
-        input_size=input_size,
-        flip_average=flip_average,
-    )
+    images = len(read_manifest(fit_temperature)["samples"]) if fit_temperature else 0
+    with progress() as bar:
+        task = bar.add_task("fit temperature", total=images, info="", visible=images > 0)
+        directory, card = export_model(
+            checkpoint,
+            out,
+            name,
+            report,
+            onnx,
+            notes=note,
+            min_confidence=min_confidence,
+            input_size=input_size,
+            flip_average=flip_average,
+            temperature_data=fit_temperature,
+            advance=lambda: bar.advance(task),
+        )
     size_mb = (directory / "weights.safetensors").stat().st_size / 1e6
+    temperature = card.calibration.get("logit_temperature") if fit_temperature else None
+    fitted = (
+        f", logit temperature {card.logit_temperature} (pixel NLL "
+        f"{temperature['pixel_nll_before']:.4f} -> {temperature['pixel_nll_after']:.4f})"
+        if temperature
+        else ""
+    )
     console.print(
         f"[green]exported[/] {card.name} to {directory} "
-        f"({size_mb:.1f} MB, sha256 {card.weights_sha256[:12]}…)"
+        f"({size_mb:.1f} MB, sha256 {card.weights_sha256[:12]}…){fitted}"
     )
 
 

@@ -5,17 +5,19 @@ training config, data recipe, sha256), plus `model.onnx` on request."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from training.config import FitConfig
 from training.dataset import read_manifest
 from training.fit import load_checkpoint_network
-from worker.model import CARD_FILE, Gate, ModelCard, load_network, save_network
+from worker.model import CARD_FILE, Gate, ModelCard, for_inference, load_network, save_network
 
 ONNX_FILE = "model.onnx"
 
@@ -92,20 +94,11 @@ def build_card(
     elif notes:  # a version exported again (another input size, the flip) keeps its record
         update["training"] = {**base.training, "notes": [*base.training.get("notes", []), *notes]}
     measured = Gate(**report["gate"]) if report else None
-    if report and report.get("input_size", base.input_size) != base.input_size:
-        raise ValueError(
-            f"the report measured the network at input {report['input_size']}, the card would "
-            f"run it at {base.input_size}: evaluate with --input-size {base.input_size}"
-        )
-    if report and report.get("flip_average", False) != base.flip_average:
-        raise ValueError(
-            f"the report measured flip_average={report.get('flip_average', False)}, the card "
-            f"would run with {base.flip_average}: export and evaluate with the same "
-            "--flip-average / --no-flip-average"
-        )
     if report:
+        check_report_runs_as(report, base)
         update["metrics"] = {k: v for k, v in report.items() if k != "calibration"}
-        update["calibration"] = report.get("calibration", {})
+        # the temperature's fit record stays beside the report's thresholds
+        update["calibration"] = {**base.calibration, **report.get("calibration", {})}
     gate = measured or base.gate
     if min_confidence is not None:
         gate = gate.model_copy(update={"min_confidence": min_confidence})
@@ -115,6 +108,57 @@ def build_card(
             "evaluate the exported version with its own gate and export with that report"
         )
     return base.model_copy(update={**update, "gate": gate})
+
+
+def check_report_runs_as(report: dict[str, Any], card: ModelCard) -> None:
+    """Figures go on a card only if they were measured running the network as the card will."""
+    if report.get("input_size", card.input_size) != card.input_size:
+        raise ValueError(
+            f"the report measured the network at input {report['input_size']}, the card would "
+            f"run it at {card.input_size}: evaluate with --input-size {card.input_size}"
+        )
+    if report.get("flip_average", False) != card.flip_average:
+        raise ValueError(
+            f"the report measured flip_average={report.get('flip_average', False)}, the card "
+            f"would run with {card.flip_average}: export and evaluate with the same "
+            "--flip-average / --no-flip-average"
+        )
+    if report.get("logit_temperature", 1.0) != card.logit_temperature:
+        raise ValueError(
+            f"the report measured logit_temperature={report.get('logit_temperature', 1.0)}, the "
+            f"card would run with {card.logit_temperature}: evaluate the version with its fitted "
+            "temperature and export it with that report"
+        )
+
+
+def with_fitted_temperature(
+    network: nn.Module,
+    card: ModelCard,
+    data: Path,
+    advance: Callable[[], None] | None = None,
+) -> ModelCard:
+    """The card with the logit temperature fitted on `data` (training.temperature) for the
+    network as the card otherwise runs it; the fit's figures go in its calibration."""
+    from training.temperature import collect_logits, fit_temperature
+    from worker.preprocess import Preprocessor
+
+    untempered = card.model_copy(update={"logit_temperature": 1.0})
+    runnable = for_inference(network.float().eval(), untempered)
+
+    @torch.inference_mode()
+    def predict_logits(batch: np.ndarray) -> np.ndarray:
+        return runnable(torch.from_numpy(batch))[:, 0].numpy()
+
+    preprocessor = Preprocessor(card.input_size, card.mean, card.std)
+    logits, truth = collect_logits(predict_logits, data, preprocessor, advance)
+    fit = fit_temperature(logits, truth, images=len(read_manifest(data)["samples"]))
+    record = {"data": str(data), **fit.to_dict()}
+    return card.model_copy(
+        update={
+            "logit_temperature": round(fit.temperature, 4),
+            "calibration": {**card.calibration, "logit_temperature": record},
+        }
+    )
 
 
 def export_model(
@@ -128,8 +172,14 @@ def export_model(
     min_confidence: float | None = None,
     input_size: int | None = None,
     flip_average: bool | None = None,
+    temperature_data: Path | None = None,
+    advance: Callable[[], None] | None = None,
 ) -> tuple[Path, ModelCard]:
+    """`temperature_data`: a synthetic set (apart from the evaluation's) to fit the version's
+    logit temperature on; `advance` is called once per image of it."""
     network, base, extra = load_any(source, input_size, flip_average)
+    if temperature_data:
+        base = with_fitted_temperature(network, base, temperature_data, advance)
     name = name or base.name
     report = json.loads(report_path.read_text()) if report_path else None
     directory = out_dir / name

@@ -195,7 +195,8 @@ def _open_session(path: Path, threads: int | None) -> Any:
 def onnx_cache_path(card: ModelCard, model_dir: Path, cache_dir: Path) -> Path:
     sha256 = card.weights_sha256 or _weights_sha256(model_dir, card)
     flip = "-flip" if card.flip_average else ""
-    return cache_dir / "onnx" / f"{sha256}-opset{ONNX_OPSET}{flip}.onnx"
+    temperature = f"-t{card.logit_temperature:.6g}" if card.logit_temperature != 1.0 else ""
+    return cache_dir / "onnx" / f"{sha256}-opset{ONNX_OPSET}{flip}{temperature}.onnx"
 
 
 def _weights_sha256(model_dir: Path, card: ModelCard) -> str:

@@ -44,6 +44,9 @@ class ModelCard(BaseModel):
     # Test-time flip: the logits are the mean of the photo's and of its mirror image's (twice
     # the compute; measured per version, README "Training").
     flip_average: bool = False
+    # Logits are divided by this before the sigmoid (training.temperature fits it on a
+    # calibration set): networks trained with a Dice term come out overconfident.
+    logit_temperature: float = Field(default=1.0, gt=0)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     gate: Gate = Field(default_factory=Gate)
@@ -118,12 +121,17 @@ def load_network(directory: Path, card: ModelCard | None = None) -> Any:
 
 
 def for_inference(network: Any, card: ModelCard) -> Any:
-    """The network as the card runs it: flip-averaged when the card says so."""
-    if not card.flip_average:
-        return network
-    from worker.flip import FlipAveraged
+    """The network as the card runs it: flip-averaged when the card says so, its logits divided
+    by the card's temperature."""
+    if card.flip_average:
+        from worker.flip import FlipAveraged
 
-    return FlipAveraged(network)
+        network = FlipAveraged(network)
+    if card.logit_temperature != 1.0:
+        from worker.temperature import TemperatureScaled
+
+        network = TemperatureScaled(network, card.logit_temperature)
+    return network
 
 
 def save_network(

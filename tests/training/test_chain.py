@@ -66,3 +66,33 @@ def test_smoke_chain_produces_an_evaluated_loadable_model(tmp_path: Path) -> Non
     outcome = runner.invoke(app, flip_export)
     assert outcome.exit_code == 0, outcome.output
     assert ModelCard.read(tmp_path / "models" / "smoke-flip").flip_average
+
+    # logit temperature: fitted by export --fit-temperature on a set apart from the evaluation's,
+    # then measured running with it
+    tempered = tmp_path / "models" / "smoke-t"
+    fit = ["--fit-temperature", str(tmp_path / "data" / "val")]
+    outcome = runner.invoke(app, [*export, "--name", "smoke-t", *fit])
+    assert outcome.exit_code == 0, outcome.output
+    card = ModelCard.read(tempered)
+    fitted = card.calibration["logit_temperature"]
+    assert card.logit_temperature == round(fitted["temperature"], 4) != 1.0
+    assert fitted["pixel_nll_after"] <= fitted["pixel_nll_before"] and fitted["images"] == 8
+    tempered_report = tmp_path / "report-t.json"
+    tempered_evaluate = [
+        "train",
+        "evaluate",
+        str(tempered),
+        "--data",
+        str(tmp_path / "data" / "heldout"),
+    ]
+    outcome = runner.invoke(app, [*tempered_evaluate, "--out", str(tempered_report), "--no-sheet"])
+    assert outcome.exit_code == 0, outcome.output
+    assert json.loads(tempered_report.read_text())["logit_temperature"] == card.logit_temperature
+    outcome = runner.invoke(app, [*export, "--name", "smoke-t2", "--report", str(tempered_report)])
+    assert outcome.exit_code != 0, "a report measured with a temperature does not describe T = 1"
+    again = ["train", "export", str(tempered), "--out", str(tmp_path / "again")]
+    outcome = runner.invoke(app, [*again, "--report", str(tempered_report)])
+    assert outcome.exit_code == 0, outcome.output
+    card = ModelCard.read(tmp_path / "again" / "smoke-t")
+    assert card.calibration["logit_temperature"] == fitted, "the fit's record stays on the card"
+    assert card.calibration["study_threshold"] == 0.98

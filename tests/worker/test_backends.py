@@ -117,12 +117,11 @@ def test_auto_picks_onnx_on_cpu(
         make_backend(ModelCard.read(model_dir), model_dir, "cuda", "onnx", model_cache_dir)
 
 
-def version_with_flip(model_dir: Path, tmp_path: Path, flip_average: bool) -> Path:
-    """The same weights under a card that does (or does not) average with the mirror image."""
-    directory = tmp_path / f"flip-{flip_average}"
+def version_with(model_dir: Path, tmp_path: Path, **card_fields: object) -> Path:
+    """The same weights under a card that runs them otherwise (flip, temperature)."""
+    directory = tmp_path / "-".join(f"{key}-{value}" for key, value in card_fields.items())
     shutil.copytree(model_dir, directory)
-    card = ModelCard.read(directory).model_copy(update={"flip_average": flip_average})
-    card.write(directory)
+    ModelCard.read(directory).model_copy(update=card_fields).write(directory)
     return directory
 
 
@@ -131,8 +130,8 @@ def test_flip_averaged_version_is_mirror_symmetric_in_both_backends(
 ) -> None:
     import torch
 
-    plain = version_with_flip(model_dir, tmp_path, False)
-    flipped = version_with_flip(model_dir, tmp_path, True)
+    plain = version_with(model_dir, tmp_path, flip_average=False)
+    flipped = version_with(model_dir, tmp_path, flip_average=True)
     batch = np.random.default_rng(1).normal(size=(2, 3, 64, 96)).astype(np.float32)
     network = load_network(plain)
     with torch.inference_mode():
@@ -150,3 +149,27 @@ def test_flip_averaged_version_is_mirror_symmetric_in_both_backends(
     assert onnx_cache_path(card, flipped, model_cache_dir) != onnx_cache_path(
         ModelCard.read(plain), plain, model_cache_dir
     )
+
+
+def test_a_tempered_version_divides_its_logits_in_both_backends(
+    model_dir: Path, model_cache_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    plain = version_with(model_dir, tmp_path, flip_average=False, logit_temperature=1.0)
+    tempered = version_with(model_dir, tmp_path, flip_average=False, logit_temperature=1.5)
+    batch = np.random.default_rng(2).normal(size=(2, 3, 64, 96)).astype(np.float32)
+    with torch.inference_mode():
+        logits = load_network(plain)(torch.from_numpy(batch))
+    expected = torch.sigmoid(logits / 1.5)[:, 0].numpy()
+    card = ModelCard.read(tempered)
+    for name in ("torch", "onnx"):
+        backend = make_backend(card, tempered, "cpu", name, model_cache_dir, threads=1)
+        probabilities = backend.predict(batch)
+        assert np.abs(probabilities - expected).max() <= MAX_PROBABILITY_DIFFERENCE, name
+        assert ((probabilities >= 0.5) == (logits[:, 0].numpy() >= 0)).all(), "same mask"
+    bare = make_backend(ModelCard.read(plain), plain, "cpu", "torch", threads=1)
+    assert np.abs(bare.predict(batch) - expected).max() > 10 * MAX_PROBABILITY_DIFFERENCE
+    assert onnx_cache_path(card, tempered, model_cache_dir) != onnx_cache_path(
+        ModelCard.read(plain), plain, model_cache_dir
+    ), "a graph exported with one temperature is never served for another"
