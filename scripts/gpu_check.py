@@ -8,7 +8,10 @@
    difference of probabilities, and whether the gate's decisions agree.
 2. Speed: model-only images/s (and peak GPU memory) for batch sizes 1, 2, 4, ... --max-batch,
    and the batch size the backend picks by itself.
-3. End to end: process_stream over in-memory JPEGs with the picked batch size (images/s).
+3. End to end: process_stream over in-memory JPEGs with the picked batch size (images/s and
+   median milliseconds per stage), once per --switch-intervals value. On an H200 (2026-11-27)
+   it ran 25 images/s against 527 model-only: a test of whether the GIL is what starves the
+   inference thread.
 Prints a table and writes the figures as JSON to --json (default $OUT/gpu_check.json when the
 OUT variable is set).
 """
@@ -47,7 +50,10 @@ def main() -> None:
     photos = make_photos(args.photos, args.photo_size)
     report["agreement"] = agreement(reference, under_test, photos, args.tolerance)
     report["throughput"] = throughput(under_test, args)
-    report["end_to_end"] = end_to_end(under_test, photos, args)
+    report["end_to_end"] = [
+        end_to_end(under_test, photos, args, interval)
+        for interval in (args.switch_intervals if args.e2e_images > 0 else [])
+    ]
     write_report(report, args.json)
     if not report["agreement"]["ok"]:
         sys.exit("FAILED: the GPU path disagrees with the CPU reference beyond the tolerance")
@@ -65,6 +71,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=4.0, help="per batch size")
     parser.add_argument("--photos", type=int, default=8, help="photos for the agreement check")
     parser.add_argument("--e2e-images", type=int, default=512, help="0 skips the end-to-end run")
+    parser.add_argument(
+        "--switch-intervals",
+        type=lambda text: [float(value) for value in text.split(",")],
+        default=[0.005, 0.0002],
+        help="Python's GIL switch interval (s) for each end-to-end run: the inference thread "
+        "takes the GIL back after every kernel launch, and the I/O threads may hold it for up "
+        "to one interval each time (H200, 2026-11-27: 25 images/s end to end at the default "
+        "5 ms against 527 model-only)",
+    )
     parser.add_argument("--photo-size", default="800x600")
     parser.add_argument("--io-threads", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
@@ -208,12 +223,12 @@ def throughput(segmenter: Any, args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "picked_batch_size": picked}
 
 
-def end_to_end(segmenter: Any, photos: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
+def end_to_end(
+    segmenter: Any, photos: list[bytes], args: argparse.Namespace, switch_interval: float
+) -> dict[str, Any]:
     from worker.cutout import encode_cutout_png, encode_preview_jpeg
     from worker.pipeline import process_stream
 
-    if args.e2e_images <= 0:
-        return {}
     keys = [str(index) for index in range(args.e2e_images)]
 
     def read(key: str) -> bytes:
@@ -226,9 +241,14 @@ def end_to_end(segmenter: Any, photos: list[bytes], args: argparse.Namespace) ->
             sizes["cutout"] = str(len(encode_cutout_png(rgb, alpha)))
         return sizes
 
-    started = time.perf_counter()
-    outcomes = list(process_stream(segmenter, keys, read, write, args.io_threads))
-    seconds = time.perf_counter() - started
+    default_interval = sys.getswitchinterval()
+    sys.setswitchinterval(switch_interval)
+    try:
+        started = time.perf_counter()
+        outcomes = list(process_stream(segmenter, keys, read, write, args.io_threads))
+        seconds = time.perf_counter() - started
+    finally:
+        sys.setswitchinterval(default_interval)
     done = sum(outcome.status == "done" for outcome in outcomes)
     rate = len(outcomes) / seconds
     # Per image, in its thread; "infer" is its share of its batch's call.
@@ -237,7 +257,8 @@ def end_to_end(segmenter: Any, photos: list[bytes], args: argparse.Namespace) ->
         for stage in ("read", "decode", "preprocess", "infer", "cleanup", "write")
     }
     print(
-        f"\nend to end (decode, Unet, cleanup, gate, PNG+JPEG encode): {rate:.1f} images/s, "
+        f"\nend to end (decode, Unet, cleanup, gate, PNG+JPEG encode), GIL switch interval "
+        f"{1000 * switch_interval:g} ms: {rate:.1f} images/s, "
         f"{done}/{len(outcomes)} done; median ms per image: "
         + ", ".join(f"{stage} {1000 * value:.1f}" for stage, value in stages.items())
     )
@@ -246,6 +267,7 @@ def end_to_end(segmenter: Any, photos: list[bytes], args: argparse.Namespace) ->
         "done": done,
         "images_per_s": rate,
         "io_threads": args.io_threads,
+        "switch_interval_s": switch_interval,
         "median_stage_seconds": stages,
     }
 

@@ -9,8 +9,9 @@
 #    shards are done, scripts/gpu_check.py on the shipped default (at most GPU_CHECK_S, default
 #    100, and never past the synthesis; 0 skips it; its end-to-end run is left out, the CPUs
 #    being busy);
-# 3. fit training/configs/unet-b3-synth-v8-gpu.yaml for what is left of TOTAL_SECONDS after
-#    the synthesis, less RESERVE_S (default 45) for the export;
+# 3. fit $CONFIG (default training/configs/unet-b3-synth-v9-gpu.yaml) for what is left of
+#    TOTAL_SECONDS after the synthesis, less RESERVE_S (default 45) for the export; the shards'
+#    seeds start at SEED_BASE (default 3001; v8-gpu's run drew 1001-1014);
 # 4. export the best checkpoint as a flip-averaged fp16 version at input 480 and, when $OUT is
 #    set, copy there the card, the weights in parts under 16 MiB
 #    (`cat weights.safetensors.part-* > weights.safetensors`), the fit log and the GPU check's
@@ -22,9 +23,9 @@ reserve_seconds=${RESERVE_S:-45}
 per_shard=${PER_SHARD:-300}
 val_count=${VAL_COUNT:-200}
 gpu_check_seconds=${GPU_CHECK_S:-100}
-config=training/configs/unet-b3-synth-v8-gpu.yaml
+config=${CONFIG:-training/configs/unet-b3-synth-v9-gpu.yaml}
+seed_base=${SEED_BASE:-3001}
 work=runs/gpu
-version=$work/export/unet-b3-synth-v8-gpu
 started=$SECONDS
 
 if ! python3 -c "import segmentation_models_pytorch, pydantic_settings" 2>/dev/null; then
@@ -46,13 +47,14 @@ synth() {  # FOLDER COUNT SEED
 
 rm -rf "$work" && mkdir -p "$work/logs"
 folders=$(python3 -c "from pathlib import Path; from training.config import load_config as c
-run = c(Path('$config')); print(run.val_data, *run.train_data)")
-read -r val_data shards_line <<<"$folders"
+run = c(Path('$config')); print(run.name, run.val_data, *run.train_data)")
+read -r name val_data shards_line <<<"$folders"
 read -ra shards <<<"$shards_line"
+version=$work/export/$name
 log "synthesising ${#shards[@]} x $per_shard training composites and $val_count for validation"
 pids=()
 for index in "${!shards[@]}"; do
-  synth "${shards[$index]}" "$per_shard" $((1001 + index)) &
+  synth "${shards[$index]}" "$per_shard" $((seed_base + index)) &
   pids+=($!)
 done
 synth "$val_data" "$val_count" 2 &
@@ -80,8 +82,8 @@ fi
 for pid in "${pids[@]}"; do wait "$pid" || { tail -n 20 "$work"/logs/synth-*.log; exit 1; }; done
 trap - EXIT
 if [ -n "$check_pid" ]; then  # training gets the GPU as soon as the shards are there
-  kill "$check_pid" 2>/dev/null && log "stopped the GPU check: see gpu_check.log for its figures"
-  wait "$check_pid" 2>/dev/null || true
+  { kill "$check_pid" && wait "$check_pid"; } 2>/dev/null ||
+    log "stopped the GPU check: see gpu_check.log for its figures"
 fi
 fit_seconds=$((total_seconds - (SECONDS - started) - reserve_seconds))
 [ "$fit_seconds" -ge 30 ] || { log "only ${fit_seconds}s left to train: stopping"; exit 1; }
@@ -93,7 +95,7 @@ tail -n 3 "$work/logs/fit.log"
 log "exporting the best checkpoint"
 jewelcut train export "$work/run/checkpoints/best.pt" --out "$work/export" --input-size 480 \
   --flip-average --note "GPU burst: scripts/gpu_train_burst.sh $total_seconds, ${fit_seconds}s of \
-training, ${#shards[@]} shards of $per_shard"
+training, ${#shards[@]} shards of $per_shard from seed $seed_base"
 if [ -n "${OUT:-}" ]; then
   cp "$version/model.json" "$work/run/log.jsonl" "$OUT/"
   split -b 15M -d "$version/weights.safetensors" "$OUT/weights.safetensors.part-"

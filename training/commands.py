@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -381,8 +382,9 @@ def export(
     from training.export import export_model
 
     images = len(read_manifest(fit_temperature)["samples"]) if fit_temperature else 0
-    with progress() as bar:
-        task = bar.add_task("fit temperature", total=images, info="", visible=images > 0)
+    bar = progress()
+    task = bar.add_task("fit temperature", total=images, info="")
+    with bar if images else contextlib.nullcontext():
         directory, card = export_model(
             checkpoint,
             out,

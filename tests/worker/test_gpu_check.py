@@ -26,4 +26,6 @@ def test_gpu_check_runs_on_cpu(model_dir: Path, model_cache_dir: Path, tmp_path:
     report = json.loads(report_path.read_text())
     assert report["agreement"]["ok"] and report["agreement"]["max_abs_diff"] <= 1e-4
     assert [row["batch"] for row in report["throughput"]["rows"]] == [1, 2]
-    assert report["end_to_end"]["done"] == 4
+    runs = report["end_to_end"]
+    assert [(run["done"], run["switch_interval_s"]) for run in runs] == [(4, 0.005), (4, 0.0002)]
+    assert runs[0]["median_stage_seconds"]["infer"] > 0
