@@ -130,8 +130,8 @@ def test_flip_averaged_version_is_mirror_symmetric_in_both_backends(
 ) -> None:
     import torch
 
-    plain = version_with(model_dir, tmp_path, flip_average=False)
-    flipped = version_with(model_dir, tmp_path, flip_average=True)
+    plain = version_with(model_dir, tmp_path, flip_average=False, logit_temperature=1.0)
+    flipped = version_with(model_dir, tmp_path, flip_average=True, logit_temperature=1.0)
     batch = np.random.default_rng(1).normal(size=(2, 3, 64, 96)).astype(np.float32)
     network = load_network(plain)
     with torch.inference_mode():
