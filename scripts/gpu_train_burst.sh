@@ -59,7 +59,6 @@ for index in "${!shards[@]}"; do
 done
 synth "$val_data" "$val_count" 2 &
 pids+=($!)
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 log "preflight: the whole chain for three steps on 8 composites"
 synth "$work/data/preflight" 8 99
@@ -70,7 +69,7 @@ save_config(run, Path('$work/preflight.yaml'))"
 { jewelcut train fit "$work/preflight" --config "$work/preflight.yaml" &&
   jewelcut train export "$work/preflight/checkpoints/best.pt" --out "$work/preflight/export" \
     --input-size 480 --flip-average; } >"$work/logs/preflight.log" 2>&1 ||
-  { tail -n 30 "$work/logs/preflight.log"; exit 1; }
+  { tail -n 30 "$work/logs/preflight.log"; kill "${pids[@]}" 2>/dev/null; exit 1; }
 check_pid=
 if [ "$gpu_check_seconds" -gt 0 ]; then
   log "while the shards are made, the GPU path check on the shipped default (<= ${gpu_check_seconds}s)"
@@ -80,10 +79,9 @@ if [ "$gpu_check_seconds" -gt 0 ]; then
 fi
 
 for pid in "${pids[@]}"; do wait "$pid" || { tail -n 20 "$work"/logs/synth-*.log; exit 1; }; done
-trap - EXIT
 if [ -n "$check_pid" ]; then  # training gets the GPU as soon as the shards are there
-  { kill "$check_pid" && wait "$check_pid"; } 2>/dev/null ||
-    log "stopped the GPU check: see gpu_check.log for its figures"
+  kill "$check_pid" 2>/dev/null && log "stopped the GPU check: see gpu_check.log for its figures"
+  wait "$check_pid" 2>/dev/null || true
 fi
 fit_seconds=$((total_seconds - (SECONDS - started) - reserve_seconds))
 [ "$fit_seconds" -ge 30 ] || { log "only ${fit_seconds}s left to train: stopping"; exit 1; }
