@@ -125,6 +125,18 @@ def version_with(model_dir: Path, tmp_path: Path, **card_fields: object) -> Path
     return directory
 
 
+def assert_plain_runs_otherwise(
+    plain: Path, version: Path, batch: np.ndarray, expected: np.ndarray, cache_dir: Path
+) -> None:
+    """The plain card's output is not `expected` (the test can fail), and the version's ONNX
+    graph is cached apart from the plain one's (neither is ever served for the other)."""
+    bare = make_backend(ModelCard.read(plain), plain, "cpu", "torch", threads=1)
+    assert np.abs(bare.predict(batch) - expected).max() > 10 * MAX_PROBABILITY_DIFFERENCE
+    assert onnx_cache_path(ModelCard.read(version), version, cache_dir) != onnx_cache_path(
+        ModelCard.read(plain), plain, cache_dir
+    )
+
+
 def test_flip_averaged_version_is_mirror_symmetric_in_both_backends(
     model_dir: Path, model_cache_dir: Path, tmp_path: Path
 ) -> None:
@@ -144,11 +156,7 @@ def test_flip_averaged_version_is_mirror_symmetric_in_both_backends(
         mirrored = backend.predict(np.ascontiguousarray(batch[..., ::-1]))
         assert np.abs(probabilities - expected).max() <= MAX_PROBABILITY_DIFFERENCE, name
         assert np.abs(mirrored[..., ::-1] - probabilities).max() <= MAX_PROBABILITY_DIFFERENCE
-    bare = make_backend(ModelCard.read(plain), plain, "cpu", "torch", threads=1)
-    assert np.abs(bare.predict(batch) - expected).max() > 10 * MAX_PROBABILITY_DIFFERENCE
-    assert onnx_cache_path(card, flipped, model_cache_dir) != onnx_cache_path(
-        ModelCard.read(plain), plain, model_cache_dir
-    )
+    assert_plain_runs_otherwise(plain, flipped, batch, expected, model_cache_dir)
 
 
 def test_a_tempered_version_divides_its_logits_in_both_backends(
@@ -168,8 +176,4 @@ def test_a_tempered_version_divides_its_logits_in_both_backends(
         probabilities = backend.predict(batch)
         assert np.abs(probabilities - expected).max() <= MAX_PROBABILITY_DIFFERENCE, name
         assert ((probabilities >= 0.5) == (logits[:, 0].numpy() >= 0)).all(), "same mask"
-    bare = make_backend(ModelCard.read(plain), plain, "cpu", "torch", threads=1)
-    assert np.abs(bare.predict(batch) - expected).max() > 10 * MAX_PROBABILITY_DIFFERENCE
-    assert onnx_cache_path(card, tempered, model_cache_dir) != onnx_cache_path(
-        ModelCard.read(plain), plain, model_cache_dir
-    ), "a graph exported with one temperature is never served for another"
+    assert_plain_runs_otherwise(plain, tempered, batch, expected, model_cache_dir)
