@@ -151,8 +151,8 @@ def with_fitted_temperature(
 
     preprocessor = Preprocessor(card.input_size, card.mean, card.std)
     logits, truth = collect_logits(predict_logits, data, preprocessor, advance)
-    fit = fit_temperature(logits, truth, images=len(read_manifest(data)["samples"]))
-    record = {"data": str(data), **fit.to_dict()}
+    fit = fit_temperature(logits, truth)
+    record = {"data": str(data), "images": len(read_manifest(data)["samples"]), **fit.to_dict()}
     return card.model_copy(
         update={
             "logit_temperature": round(fit.temperature, 4),

@@ -26,7 +26,6 @@ class TemperatureFit:
     temperature: float
     pixel_nll_before: float  # at T = 1
     pixel_nll_after: float
-    images: int
     pixels: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -40,7 +39,7 @@ def pixel_nll(logits: np.ndarray, truth: np.ndarray, temperature: float) -> floa
     return float(losses.mean(dtype=np.float64))
 
 
-def fit_temperature(logits: np.ndarray, truth: np.ndarray, images: int = 0) -> TemperatureFit:
+def fit_temperature(logits: np.ndarray, truth: np.ndarray) -> TemperatureFit:
     """Golden-section search over log T (the NLL is unimodal in T for fixed logits)."""
     low, high = math.log(LOWEST), math.log(HIGHEST)
     ratio = (math.sqrt(5) - 1) / 2
@@ -55,7 +54,6 @@ def fit_temperature(logits: np.ndarray, truth: np.ndarray, images: int = 0) -> T
         temperature=temperature,
         pixel_nll_before=pixel_nll(logits, truth, 1.0),
         pixel_nll_after=pixel_nll(logits, truth, temperature),
-        images=images,
         pixels=int(logits.size),
     )
 

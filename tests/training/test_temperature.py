@@ -21,7 +21,7 @@ def test_fit_recovers_the_temperature_that_undoes_over_or_underconfidence(
     overconfidence: float,
 ) -> None:
     logits, truth = calibrated_pixels(200_000, seed=3)
-    fit = fit_temperature(logits * overconfidence, truth, images=1)
+    fit = fit_temperature(logits * overconfidence, truth)
     assert fit.temperature == pytest.approx(overconfidence, rel=0.03)
     assert fit.pixel_nll_after <= fit.pixel_nll_before
     assert fit.pixels == 200_000
