@@ -12,8 +12,8 @@
 # 3. fit $CONFIG (default training/configs/unet-b3-synth-v9-gpu.yaml) for what is left of
 #    TOTAL_SECONDS after the synthesis, less RESERVE_S (default 45) for the export; the shards'
 #    seeds start at SEED_BASE (default 3001; v8-gpu's run drew 1001-1014);
-# 4. export the best checkpoint as a flip-averaged fp16 version at input 480 and, when $OUT is
-#    set, copy there the card, the weights in parts under 16 MiB
+# 4. export the best checkpoint as a four-way flip-averaged fp16 version at input 480 and,
+#    when $OUT is set, copy there the card, the weights in parts under 16 MiB
 #    (`cat weights.safetensors.part-* > weights.safetensors`), the fit log and the GPU check's
 #    figures. The held-out evaluation happens back here.
 set -euo pipefail
@@ -68,7 +68,7 @@ run = load_config(Path('$config')).model_copy(update=dict(train_data=['$work/dat
 save_config(run, Path('$work/preflight.yaml'))"
 { jewelcut train fit "$work/preflight" --config "$work/preflight.yaml" &&
   jewelcut train export "$work/preflight/checkpoints/best.pt" --out "$work/preflight/export" \
-    --input-size 480 --flip-average; } >"$work/logs/preflight.log" 2>&1 ||
+    --input-size 480 --flips horizontal+vertical; } >"$work/logs/preflight.log" 2>&1 ||
   { tail -n 30 "$work/logs/preflight.log"; kill "${pids[@]}" 2>/dev/null; exit 1; }
 check_pid=
 if [ "$gpu_check_seconds" -gt 0 ]; then
@@ -92,8 +92,9 @@ tail -n 3 "$work/logs/fit.log"
 
 log "exporting the best checkpoint"
 jewelcut train export "$work/run/checkpoints/best.pt" --out "$work/export" --input-size 480 \
-  --flip-average --note "GPU burst: scripts/gpu_train_burst.sh $total_seconds, ${fit_seconds}s of \
-training, ${#shards[@]} shards of $per_shard from seed $seed_base"
+  --flips horizontal+vertical \
+  --note "GPU burst: scripts/gpu_train_burst.sh $total_seconds, ${fit_seconds}s of training, \
+${#shards[@]} shards of $per_shard from seed $seed_base"
 if [ -n "${OUT:-}" ]; then
   cp "$version/model.json" "$work/run/log.jsonl" "$OUT/"
   split -b 15M -d "$version/weights.safetensors" "$OUT/weights.safetensors.part-"

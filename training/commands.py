@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from worker.model import Flips
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
@@ -217,15 +219,15 @@ def evaluate(
     input_size: Annotated[
         int | None, typer.Option(help="Run the network at this size instead of the card's.")
     ] = None,
-    flip_average: Annotated[
-        bool | None,
-        typer.Option(help="Average with the mirror image (or not) instead of as the card says."),
+    test_time_flips: Annotated[
+        Flips | None,
+        typer.Option("--flips", help="Test-time flip averaging instead of the card's."),
     ] = None,
 ) -> None:
     """IoU, boundary IoU, by size and kind; accept rate and accepted precision at the model's
     gate; risk-coverage and the threshold calibrated for --target-precision."""
     report = evaluate_model(
-        model, data, out, target_precision, batch_size, limit, sheet, input_size, flip_average
+        model, data, out, target_precision, batch_size, limit, sheet, input_size, test_time_flips
     )
     print_report(report)
 
@@ -239,7 +241,7 @@ def evaluate_model(
     limit: int | None,
     sheet: bool,
     input_size: int | None = None,
-    flip_average: bool | None = None,
+    test_time_flips: Flips | None = None,
 ) -> dict[str, Any]:
     passive_openmp()
     import json
@@ -252,7 +254,7 @@ def evaluate_model(
     from worker.model import for_inference
     from worker.preprocess import Preprocessor
 
-    network, card, _ = load_any(model, input_size, flip_average)
+    network, card, _ = load_any(model, input_size, test_time_flips)
     network = for_inference(network, card)
     thresholds = card.gate.thresholds()
     preprocessor = Preprocessor(card.input_size, card.mean, card.std)
@@ -271,7 +273,7 @@ def evaluate_model(
         "model": str(model),
         "data": str(data),
         "input_size": card.input_size,
-        "flip_average": card.flip_average,
+        "test_time_flips": card.test_time_flips.value,
         "logit_temperature": card.logit_temperature,
         **summarise(results, thresholds, target_precision),
     }
@@ -365,9 +367,11 @@ def export(
         int | None,
         typer.Option(help="The size the version runs at; default: the run's input_size."),
     ] = None,
-    flip_average: Annotated[
-        bool | None,
-        typer.Option(help="The version averages with the mirror image; default: the source's."),
+    test_time_flips: Annotated[
+        Flips | None,
+        typer.Option(
+            "--flips", help="The version's test-time flip averaging; default: its source's."
+        ),
     ] = None,
     fit_temperature: Annotated[
         Path | None,
@@ -394,7 +398,7 @@ def export(
             notes=note,
             min_confidence=min_confidence,
             input_size=input_size,
-            flip_average=flip_average,
+            test_time_flips=test_time_flips,
             temperature_data=fit_temperature,
             advance=lambda: bar.advance(task),
         )

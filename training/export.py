@@ -17,16 +17,24 @@ from torch import nn
 from training.config import FitConfig
 from training.dataset import read_manifest
 from training.fit import load_checkpoint_network
-from worker.model import CARD_FILE, Gate, ModelCard, for_inference, load_network, save_network
+from worker.model import (
+    CARD_FILE,
+    Flips,
+    Gate,
+    ModelCard,
+    for_inference,
+    load_network,
+    save_network,
+)
 
 ONNX_FILE = "model.onnx"
 
 
 def load_any(
-    source: Path, input_size: int | None = None, flip_average: bool | None = None
+    source: Path, input_size: int | None = None, test_time_flips: Flips | None = None
 ) -> tuple[nn.Module, ModelCard, dict[str, Any]]:
     """The bare network with its card from a checkpoint (.pt) or a model version directory;
-    `input_size` and `flip_average` change how the card runs it (worker.model.for_inference)."""
+    `input_size` and `test_time_flips` change how the card runs it (worker.model.for_inference)."""
     if source.is_dir() and (source / CARD_FILE).exists():
         card = ModelCard.read(source)
         network, extra = load_network(source, card), {}
@@ -39,8 +47,8 @@ def load_any(
         network = network.float()
     if input_size:
         card = card.model_copy(update={"input_size": input_size})
-    if flip_average is not None:
-        card = card.model_copy(update={"flip_average": flip_average})
+    if test_time_flips is not None:
+        card = card.model_copy(update={"test_time_flips": test_time_flips})
     return network, card, extra
 
 
@@ -117,11 +125,12 @@ def check_report_runs_as(report: dict[str, Any], card: ModelCard) -> None:
             f"the report measured the network at input {report['input_size']}, the card would "
             f"run it at {card.input_size}: evaluate with --input-size {card.input_size}"
         )
-    if report.get("flip_average", False) != card.flip_average:
+    legacy = Flips.HORIZONTAL if report.get("flip_average") else Flips.NONE  # older reports
+    measured_flips = report.get("test_time_flips", legacy.value)
+    if measured_flips != card.test_time_flips.value:
         raise ValueError(
-            f"the report measured flip_average={report.get('flip_average', False)}, the card "
-            f"would run with {card.flip_average}: export and evaluate with the same "
-            "--flip-average / --no-flip-average"
+            f"the report measured test_time_flips={measured_flips}, the card would run with "
+            f"{card.test_time_flips.value}: export and evaluate with the same --flips"
         )
     if report.get("logit_temperature", 1.0) != card.logit_temperature:
         raise ValueError(
@@ -171,13 +180,13 @@ def export_model(
     notes: list[str] | None = None,
     min_confidence: float | None = None,
     input_size: int | None = None,
-    flip_average: bool | None = None,
+    test_time_flips: Flips | None = None,
     temperature_data: Path | None = None,
     advance: Callable[[], None] | None = None,
 ) -> tuple[Path, ModelCard]:
     """`temperature_data`: a synthetic set (apart from the evaluation's) to fit the version's
     logit temperature on; `advance` is called once per image of it."""
-    network, base, extra = load_any(source, input_size, flip_average)
+    network, base, extra = load_any(source, input_size, test_time_flips)
     if temperature_data:
         base = with_fitted_temperature(network, base, temperature_data, advance)
     name = name or base.name

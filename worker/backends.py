@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from worker.model import ModelCard, for_inference, load_network, verify_weights
+from worker.model import Flips, ModelCard, for_inference, load_network, verify_weights
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def _open_session(path: Path, threads: int | None) -> Any:
 
 def onnx_cache_path(card: ModelCard, model_dir: Path, cache_dir: Path) -> Path:
     sha256 = card.weights_sha256 or _weights_sha256(model_dir, card)
-    flip = "-flip" if card.flip_average else ""
+    flip = {Flips.NONE: "", Flips.HORIZONTAL: "-flip", Flips.BOTH: "-flip4"}[card.test_time_flips]
     temperature = f"-t{card.logit_temperature:.6g}" if card.logit_temperature != 1.0 else ""
     return cache_dir / "onnx" / f"{sha256}-opset{ONNX_OPSET}{flip}{temperature}.onnx"
 

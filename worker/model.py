@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from worker.gate import GateThresholds
 
@@ -37,13 +38,21 @@ class Gate(BaseModel):
         return GateThresholds(self.min_area, self.max_area, self.min_confidence)
 
 
+class Flips(StrEnum):
+    """Test-time flip averaging: the logits are the mean of the photo's and of its flipped
+    copies' (flipped back). Each copy costs one more pass of the network."""
+
+    NONE = "none"
+    HORIZONTAL = "horizontal"  # the photo and its mirror image
+    BOTH = "horizontal+vertical"  # those two and both upside down
+
+
 class ModelCard(BaseModel):
     name: str
     architecture: Architecture = Field(default_factory=Architecture)
     input_size: int = 320  # longest side fed to the network, a multiple of 32
-    # Test-time flip: the logits are the mean of the photo's and of its mirror image's (twice
-    # the compute; measured per version, README "Training").
-    flip_average: bool = False
+    # Measured per version, README "Training".
+    test_time_flips: Flips = Flips.NONE
     # Logits are divided by this before the sigmoid (training.temperature fits it on a
     # calibration set): networks trained with a Dice term come out overconfident.
     logit_temperature: float = Field(default=1.0, gt=0)
@@ -57,6 +66,16 @@ class ModelCard(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     created_at: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_flip_average(cls, data: Any) -> Any:
+        """Cards written before test_time_flips said `flip_average: true` for a mirror."""
+        if isinstance(data, dict) and "flip_average" in data:
+            data = dict(data)
+            mirrored = data.pop("flip_average")
+            data.setdefault("test_time_flips", Flips.HORIZONTAL if mirrored else Flips.NONE)
+        return data
 
     @classmethod
     def read(cls, directory: Path) -> ModelCard:
@@ -123,10 +142,10 @@ def load_network(directory: Path, card: ModelCard | None = None) -> Any:
 def for_inference(network: Any, card: ModelCard) -> Any:
     """The network as the card runs it: flip-averaged when the card says so, its logits divided
     by the card's temperature."""
-    if card.flip_average:
+    if card.test_time_flips != Flips.NONE:
         from worker.flip import FlipAveraged
 
-        network = FlipAveraged(network)
+        network = FlipAveraged(network, vertical=card.test_time_flips == Flips.BOTH)
     if card.logit_temperature != 1.0:
         from worker.temperature import TemperatureScaled
 

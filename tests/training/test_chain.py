@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jewelcut.cli import app
-from worker.model import ModelCard, load_network, sha256_file
+from worker.model import Flips, ModelCard, load_network, sha256_file
 
 SMOKE_BUDGET_S = 180
 
@@ -54,18 +54,19 @@ def test_smoke_chain_produces_an_evaluated_loadable_model(tmp_path: Path) -> Non
     assert outcome.exit_code == 0, outcome.output
     assert ModelCard.read(tmp_path / "models" / "smoke-96").input_size == 96
 
-    # flip averaging: measured with evaluate --flip-average, carried by export --flip-average
+    # flip averaging: measured with evaluate --flips, carried by export --flips
     flipped = tmp_path / "report-flip.json"
-    outcome = runner.invoke(app, [*evaluate, "--out", str(flipped), "--flip-average", "--no-sheet"])
+    flips = ["--flips", "horizontal+vertical"]
+    outcome = runner.invoke(app, [*evaluate, "--out", str(flipped), *flips, "--no-sheet"])
     assert outcome.exit_code == 0, outcome.output
-    assert json.loads(flipped.read_text())["flip_average"] is True
-    assert report["flip_average"] is False
+    assert json.loads(flipped.read_text())["test_time_flips"] == "horizontal+vertical"
+    assert report["test_time_flips"] == "none"
     outcome = runner.invoke(app, [*export, "--name", "smoke-flip", "--report", str(flipped)])
-    assert outcome.exit_code != 0, "a report measured with the flip does not describe the card"
-    flip_export = [*export, "--name", "smoke-flip", "--report", str(flipped), "--flip-average"]
+    assert outcome.exit_code != 0, "a report measured with the flips does not describe the card"
+    flip_export = [*export, "--name", "smoke-flip", "--report", str(flipped), *flips]
     outcome = runner.invoke(app, flip_export)
     assert outcome.exit_code == 0, outcome.output
-    assert ModelCard.read(tmp_path / "models" / "smoke-flip").flip_average
+    assert ModelCard.read(tmp_path / "models" / "smoke-flip").test_time_flips == Flips.BOTH
 
     # logit temperature: fitted by export --fit-temperature on a set apart from the evaluation's,
     # then measured running with it

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from training.export import build_card, export_model
-from worker.model import Gate, ModelCard, save_random_init
+from worker.model import Flips, Gate, ModelCard, save_random_init
 
 
 def report_at(min_confidence: float) -> dict[str, object]:
@@ -47,12 +47,19 @@ def test_a_version_can_run_at_another_input_size_measured_for_it(tmp_path: Path)
 def test_a_flip_averaged_version_needs_figures_measured_with_the_flip(tmp_path: Path) -> None:
     source = save_random_init(tmp_path / "runs", input_size=320, name="r")
     report = tmp_path / "report.json"
-    report.write_text(json.dumps({**report_at(0.98), "input_size": 320, "flip_average": True}))
-    directory, card = export_model(source, tmp_path / "models", "rf", report, flip_average=True)
-    assert card.flip_average and ModelCard.read(directory).flip_average
-    assert card.metrics["flip_average"] is True
+    flipped = {**report_at(0.98), "input_size": 320, "test_time_flips": "horizontal"}
+    report.write_text(json.dumps(flipped))
+    directory, card = export_model(
+        source, tmp_path / "models", "rf", report, test_time_flips=Flips.HORIZONTAL
+    )
+    assert card.test_time_flips == ModelCard.read(directory).test_time_flips == Flips.HORIZONTAL
+    assert card.metrics["test_time_flips"] == "horizontal"
     again, _ = export_model(directory, tmp_path / "again", "rf2", report, notes=["flip on"])
     assert ModelCard.read(again).training["notes"] == ["flip on"], "notes of a re-export are kept"
     assert ModelCard.read(again).weights_sha256 == card.weights_sha256, "fp16 -> fp16 is exact"
-    with pytest.raises(ValueError, match="measured flip_average=True"):
+    with pytest.raises(ValueError, match="measured test_time_flips=horizontal"):
         export_model(source, tmp_path / "models", "r", report)
+    with pytest.raises(ValueError, match="measured test_time_flips=horizontal"):
+        export_model(directory, tmp_path / "models", "r4", report, test_time_flips=Flips.BOTH)
+    report.write_text(json.dumps({**report_at(0.98), "input_size": 320, "flip_average": True}))
+    export_model(directory, tmp_path / "legacy", "rf3", report)  # a report from before --flips

@@ -16,6 +16,7 @@ from training.publish import model_key, publish_model
 from worker.model import (
     WEIGHTS_FILE,
     ChecksumMismatch,
+    Flips,
     ModelCard,
     build_unet,
     save_network,
@@ -28,7 +29,9 @@ from worker.registry import resolve_model_dir
 def exported_version(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     name = f"published-{uuid.uuid4().hex[:8]}"
-    card = ModelCard(name=name, input_size=160, flip_average=True, metrics={"mean_iou": 0.5})
+    card = ModelCard(
+        name=name, input_size=160, test_time_flips=Flips.BOTH, metrics={"mean_iou": 0.5}
+    )
     save_network(build_unet(card.architecture), tmp_path / name, card)
     return tmp_path / name
 
@@ -48,7 +51,8 @@ def test_publish_uploads_registers_and_a_worker_loads_it(
 
     loaded_dir = resolve_model_dir(card.name, distributed_settings)
     assert sha256_file(loaded_dir / WEIGHTS_FILE) == card.weights_sha256
-    assert ModelCard.read(loaded_dir).flip_average, "how the card runs the network travels too"
+    card_there = ModelCard.read(loaded_dir)
+    assert card_there.test_time_flips == Flips.BOTH, "how the card runs the network travels too"
 
     with session_scope(distributed_settings.resolved_database_url) as session:
         session.get(ModelVersion, card.name).sha256 = "0" * 64

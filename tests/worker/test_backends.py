@@ -11,7 +11,7 @@ import pytest
 
 from worker import backends
 from worker.backends import OnnxBackend, make_backend, onnx_cache_path
-from worker.model import WEIGHTS_FILE, ChecksumMismatch, ModelCard, load_network
+from worker.model import WEIGHTS_FILE, ChecksumMismatch, Flips, ModelCard, load_network
 from worker.pipeline import Segmenter
 
 # fp32 in both; ORT fuses and reorders kernels, so sums differ in the last bits. Measured on
@@ -137,26 +137,52 @@ def assert_plain_runs_otherwise(
     )
 
 
-def test_flip_averaged_version_is_mirror_symmetric_in_both_backends(
-    model_dir: Path, model_cache_dir: Path, tmp_path: Path
+# The flipped copies each version averages: (dims flipped) per copy.
+FLIPPED_COPIES = {Flips.HORIZONTAL: [(-1,)], Flips.BOTH: [(-1,), (-2,), (-2, -1)]}
+
+
+@pytest.mark.parametrize("flips", [Flips.HORIZONTAL, Flips.BOTH])
+def test_flip_averaged_version_is_flip_symmetric_in_both_backends(
+    flips: Flips, model_dir: Path, model_cache_dir: Path, tmp_path: Path
 ) -> None:
     import torch
 
-    plain = version_with(model_dir, tmp_path, flip_average=False, logit_temperature=1.0)
-    flipped = version_with(model_dir, tmp_path, flip_average=True, logit_temperature=1.0)
+    plain = version_with(model_dir, tmp_path, test_time_flips=Flips.NONE, logit_temperature=1.0)
+    flipped = version_with(model_dir, tmp_path, test_time_flips=flips, logit_temperature=1.0)
     batch = np.random.default_rng(1).normal(size=(2, 3, 64, 96)).astype(np.float32)
     network = load_network(plain)
     with torch.inference_mode():
         x = torch.from_numpy(batch)
-        expected = torch.sigmoid((network(x) + network(x.flip(-1)).flip(-1)) / 2)[:, 0].numpy()
+        logits = [network(x)] + [network(x.flip(d)).flip(d) for d in FLIPPED_COPIES[flips]]
+        expected = torch.sigmoid(sum(logits) / len(logits))[:, 0].numpy()
     card = ModelCard.read(flipped)
     for name in ("torch", "onnx"):
         backend = make_backend(card, flipped, "cpu", name, model_cache_dir, threads=1)
         probabilities = backend.predict(batch)
-        mirrored = backend.predict(np.ascontiguousarray(batch[..., ::-1]))
         assert np.abs(probabilities - expected).max() <= MAX_PROBABILITY_DIFFERENCE, name
-        assert np.abs(mirrored[..., ::-1] - probabilities).max() <= MAX_PROBABILITY_DIFFERENCE
+        for dims in FLIPPED_COPIES[flips]:
+            of_flipped = backend.predict(np.ascontiguousarray(np.flip(batch, dims)))
+            symmetric = np.flip(of_flipped, dims)  # negative dims: the same axes in (N, H, W)
+            assert np.abs(symmetric - probabilities).max() <= MAX_PROBABILITY_DIFFERENCE, dims
     assert_plain_runs_otherwise(plain, flipped, batch, expected, model_cache_dir)
+
+
+def test_the_two_flip_averages_are_cached_apart(model_dir: Path, tmp_path: Path) -> None:
+    mirrored = version_with(model_dir, tmp_path, test_time_flips=Flips.HORIZONTAL)
+    four_way = version_with(model_dir, tmp_path, test_time_flips=Flips.BOTH)
+    assert onnx_cache_path(ModelCard.read(mirrored), mirrored, tmp_path) != onnx_cache_path(
+        ModelCard.read(four_way), four_way, tmp_path
+    )
+
+
+def test_a_card_written_with_flip_average_reads_as_the_mirror(model_dir: Path) -> None:
+    written = ModelCard.read(model_dir).model_dump(mode="json", exclude={"test_time_flips"})
+    assert ModelCard.model_validate({**written, "flip_average": True}).test_time_flips == (
+        Flips.HORIZONTAL
+    )
+    assert ModelCard.model_validate({**written, "flip_average": False}).test_time_flips == (
+        Flips.NONE
+    )
 
 
 def test_a_tempered_version_divides_its_logits_in_both_backends(
@@ -164,8 +190,8 @@ def test_a_tempered_version_divides_its_logits_in_both_backends(
 ) -> None:
     import torch
 
-    plain = version_with(model_dir, tmp_path, flip_average=False, logit_temperature=1.0)
-    tempered = version_with(model_dir, tmp_path, flip_average=False, logit_temperature=1.5)
+    plain = version_with(model_dir, tmp_path, test_time_flips=Flips.NONE, logit_temperature=1.0)
+    tempered = version_with(model_dir, tmp_path, test_time_flips=Flips.NONE, logit_temperature=1.5)
     batch = np.random.default_rng(2).normal(size=(2, 3, 64, 96)).astype(np.float32)
     with torch.inference_mode():
         logits = load_network(plain)(torch.from_numpy(batch))
