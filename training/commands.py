@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from training.synth.split import Split
 from worker.model import Flips
 
 if TYPE_CHECKING:
@@ -80,6 +81,23 @@ def synth(
     ] = None,
     objects: Annotated[list[Path] | None, typer.Option(help="Folders of RGBA cutouts.")] = None,
     skimage_photos: bool = True,
+    split: Annotated[
+        Split | None,
+        typer.Option(help="Only the cutouts and photos on this side of the train/dev split."),
+    ] = None,
+    cutout_share: Annotated[
+        float, typer.Option(help="Share of samples made from the cutouts, when there are any.")
+    ] = 0.5,
+    photo_share: Annotated[
+        float, typer.Option(help="Share of backgrounds that are photos, when there are any.")
+    ] = 0.45,
+    listing_styles: Annotated[
+        bool,
+        typer.Option(help="Listing styles and newer kinds; off: draw a set defined before them."),
+    ] = True,
+    no_object: Annotated[
+        bool, typer.Option(help="Backgrounds alone (empty masks): a no-jewellery set.")
+    ] = False,
     preview: Annotated[
         bool, typer.Option(help="Write OUT/preview.png, a sheet of samples.")
     ] = False,
@@ -93,6 +111,11 @@ def synth(
         "background_folders": [str(p) for p in backgrounds or []],
         "cutout_folders": [str(p) for p in objects or []],
         "use_skimage_photos": skimage_photos,
+        "split": split,
+        "cutout_share": cutout_share,
+        "photo_share": photo_share,
+        "listing_styles": listing_styles,
+        "no_object": no_object,
     }
     if chosen is None:
         recipe = DataRecipe(count, height or size, width or size, seed, **common)
@@ -136,6 +159,73 @@ def write_sets(recipes: dict[Path, DataRecipe], preview: bool) -> None:
             names = [f"{i:06d}" for i in range(min(recipe.count, 24))]
             sheet = write_sheet([read_sample(folder, n) for n in names], folder / "preview.png")
             console.print(f"preview sheet: {sheet}")
+
+
+@train_app.command()
+def styles(
+    out: Annotated[Path, typer.Argument(help="Folder for one preview sheet per style.")],
+    backgrounds: Annotated[
+        list[Path] | None, typer.Option(help="Photo folders (hands, surfaces); repeatable.")
+    ] = None,
+    objects: Annotated[list[Path] | None, typer.Option(help="Folders of RGBA cutouts.")] = None,
+    count: Annotated[int, typer.Option(help="Samples per sheet.")] = 12,
+    seed: int = 1,
+) -> None:
+    """Write OUT/STYLE.png for every listing style (synth.listing.STYLES): samples that all
+    have that style, the mask outlined."""
+    from training.dataset import DataRecipe, make_compositor, sample_rng
+    from training.preview import write_sheet
+    from training.synth.listing import STYLES
+
+    recipe = DataRecipe(
+        count, 360, 480, seed, [str(p) for p in backgrounds or []],
+        [str(p) for p in objects or []],
+    )
+    compositor = make_compositor(recipe)
+    for number, style in enumerate(STYLES):
+        samples = [
+            compositor.sample(sample_rng(seed + number, i), 360, 480, style=style)
+            for i in range(count)
+        ]
+        sheet = write_sheet([(s.rgb, s.mask) for s in samples], out / f"{style}.png")
+        console.print(f"{style}: {sheet}")
+
+
+# --- key-products -------------------------------------------------------------------------------
+
+
+@train_app.command("key-products")
+def key_products(
+    out: Annotated[Path, typer.Argument(help="Folder for cutouts/, as-is/, sheets, keying.jsonl.")],
+    photos: Annotated[
+        list[Path], typer.Option(help="Folders of product photos on plain white; repeatable.")
+    ],
+    cut_by_frame: Annotated[
+        list[Path] | None,
+        typer.Option(help="Folders whose pieces may run off the frame's edge; repeatable."),
+    ] = None,
+    split_with: Annotated[
+        list[Path] | None,
+        typer.Option(help="Other real cutout folders the train/dev split is judged among."),
+    ] = None,
+) -> None:
+    """Key product photos on white into trusted RGBA cutouts (doubtful masks dropped), and keep
+    the photos as they are as train/dev datasets split by object."""
+    from training.products import key_folders
+    from training.synth.backgrounds import list_photos
+
+    total = len(list_photos([*photos, *(cut_by_frame or [])]))
+    with progress() as bar:
+        task = bar.add_task("key products", total=total, info="")
+        summary = key_folders(
+            photos, cut_by_frame or [], out, split_with or [], lambda: bar.advance(task)
+        )
+    dropped = ", ".join(f"{r} {n}" for r, n in summary.dropped.most_common()) or "none"
+    console.print(
+        f"[green]kept[/] {summary.kept} of {summary.photos} photos as cutouts in {out / 'cutouts'} "
+        f"(train {summary.sides['train']}, dev {summary.sides['dev']}); dropped: {dropped}; "
+        f"sheets {out / 'kept.png'}, {out / 'dropped.png'}"
+    )
 
 
 # --- fit ----------------------------------------------------------------------------------------

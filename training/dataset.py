@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from training.synth import Backgrounds, Compositor, load_cutouts
+from training.synth.split import Split
 
 MANIFEST = "manifest.json"
 
@@ -31,9 +32,16 @@ class DataRecipe:
     use_skimage_photos: bool = True
     photo_share: float = 0.45
     object_size: int = 384
+    # The side of the train/dev split of the real cutouts and background photos (None: all).
+    split: Split | None = None
+    cutout_share: float = 0.5  # share of samples made from the cutouts, when there are any
+    # synth.listing's styles and the newer procedural kinds; False draws a set defined before
+    # them (the held-out sets of seeds 20261126 and 20261127) exactly as it was.
+    listing_styles: bool = True
+    no_object: bool = False  # backgrounds alone, empty masks: what must never be accepted
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "split": self.split.value if self.split else None}
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
@@ -46,9 +54,16 @@ def make_compositor(recipe: DataRecipe) -> Compositor:
         [Path(p) for p in recipe.background_folders],
         use_skimage=recipe.use_skimage_photos,
         photo_share=recipe.photo_share,
+        split=recipe.split,
     )
-    cutouts = load_cutouts([Path(p) for p in recipe.cutout_folders])
-    return Compositor(backgrounds, cutouts, object_size=recipe.object_size)
+    cutouts = load_cutouts([Path(p) for p in recipe.cutout_folders], recipe.split)
+    return Compositor(
+        backgrounds,
+        cutouts,
+        cutout_share=recipe.cutout_share,
+        object_size=recipe.object_size,
+        listing_styles=recipe.listing_styles,
+    )
 
 
 def write_dataset(
@@ -60,7 +75,12 @@ def write_dataset(
     compositor = make_compositor(recipe)
     records = []
     for index in range(recipe.count):
-        sample = compositor.sample(sample_rng(recipe.seed, index), recipe.height, recipe.width)
+        rng = sample_rng(recipe.seed, index)
+        sample = (
+            compositor.background_only(rng, recipe.height, recipe.width)
+            if recipe.no_object
+            else compositor.sample(rng, recipe.height, recipe.width)
+        )
         name = f"{index:06d}"
         cv2.imwrite(
             str(out / "images" / f"{name}.jpg"),
@@ -74,6 +94,7 @@ def write_dataset(
     manifest = {
         "recipe": recipe.to_dict(),
         "cutouts_used": len(compositor.cutouts),
+        "cutout_files": sorted(p.name for p in compositor.cutouts),
         "photo_backgrounds": len(compositor.backgrounds.photo_files),
         "samples": records,
     }

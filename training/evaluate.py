@@ -140,6 +140,7 @@ def summarise(
     results: Sequence[ImageResult], thresholds: GateThresholds, target_precision: float
 ) -> dict[str, Any]:
     accepted = [r for r in results if r.decision == "accepted"]
+    gate_sized = [r for r in results if thresholds.min_area <= r.true_area <= thresholds.max_area]
     reasons: dict[str, int] = defaultdict(int)
     for r in results:
         if r.reason:
@@ -154,6 +155,9 @@ def summarise(
         "gate": thresholds.to_dict(),
         "accept_rate": len(accepted) / max(len(results), 1),
         "accepted": len(accepted),
+        # the images the gate could accept at all, judged by their true area
+        "gate_sized_images": len(gate_sized),
+        "accept_rate_gate_sized": mean(r.decision == "accepted" for r in gate_sized),
         "accepted_precision": mean(r.iou >= GOOD_IOU for r in accepted),
         "accepted_mean_iou": mean(r.iou for r in accepted),
         "rejected_by_reason": dict(sorted(reasons.items())),

@@ -58,7 +58,8 @@ def data_recipes(folders: list[str]) -> list[dict[str, Any]]:
         path = Path(folder)
         if (path / "manifest.json").exists():
             manifest = read_manifest(path)
-            recipes.append({"folder": folder, **manifest["recipe"]})
+            files = {"cutout_files": manifest["cutout_files"]} if "cutout_files" in manifest else {}
+            recipes.append({"folder": folder, **manifest["recipe"], **files})
     return recipes
 
 

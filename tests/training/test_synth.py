@@ -12,6 +12,7 @@ import pytest
 
 from training.synth import (
     OBJECT_KINDS,
+    STYLES,
     Backgrounds,
     Compositor,
     has_real_alpha,
@@ -28,7 +29,9 @@ class FlatBackground(Backgrounds):
         super().__init__(use_skimage=False)
         self.colour = np.asarray(colour, np.float32)
 
-    def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, str]:
+    def draw(
+        self, rng: np.random.Generator, height: int, width: int, style: str | None = None
+    ) -> tuple[np.ndarray, str]:
         return np.broadcast_to(self.colour, (height, width, 3)).copy(), "flat"
 
 
@@ -137,3 +140,60 @@ def test_photo_backgrounds_come_from_the_folders_given(tmp_path: Path) -> None:
 def test_synth_is_importable_without_torch() -> None:
     code = "import sys, training.synth; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_listing_style_gives_a_mask_that_matches_its_alpha(style: str) -> None:
+    """The same seed over black and over white: what changes is what shows through, so the
+    mask must be the object's alpha > 0.5, and never cover a finger in front of it."""
+    images = {}
+    for name, colour in (("black", (0.0, 0.0, 0.0)), ("white", (1.0, 1.0, 1.0))):
+        compositor = Compositor(
+            FlatBackground(colour), object_size=160, shadow_share=0, degrade=False
+        )
+        images[name] = [
+            compositor.sample(np.random.default_rng(seed), 180, 240, style=style)
+            for seed in range(3)
+        ]
+    for black, white in zip(images["black"], images["white"], strict=True):
+        assert style in black.info["styles"]
+        assert np.array_equal(black.mask, black.alpha > 0.5) and black.mask.any()
+        # (the phone's light scales what shows through: judge clear pixels, not the outline)
+        covered = 1 - (white.rgb.astype(np.float32) - black.rgb).mean(axis=2) / 255
+        solid, clear = black.alpha >= 0.8, black.alpha <= 0.1
+        assert (covered[solid] > 0.5).mean() > 0.995, "an opaque piece pixel shows the background"
+        if style != "fingers":
+            assert (covered[clear] < 0.5).mean() > 0.995, "the background is taken for the piece"
+        else:  # the fingers cover the background too, and are not the piece
+            assert (black.alpha <= covered + 0.02).all()
+
+
+def test_fingers_hide_part_of_the_piece_from_the_mask() -> None:
+    compositor = Compositor(FlatBackground((0.2, 0.5, 0.8)), object_size=160, degrade=False)
+    hidden = []
+    for seed in range(6):
+        sample = compositor.sample(np.random.default_rng(seed), 180, 240, style="fingers")
+        layer, *_ = compositor.pieces(np.random.default_rng(seed), 180, 240, None, set())
+        hidden.append(sample.mask.sum() < (layer[..., 3] > 0.5).sum())
+    assert any(hidden)
+
+
+def test_an_unknown_style_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown style"):
+        Compositor().sample(np.random.default_rng(0), 64, 64, style="sepia")
+
+
+def test_sets_drawn_without_listing_styles_keep_the_old_kinds() -> None:
+    compositor = Compositor(FlatBackground((0.5, 0.5, 0.5)), listing_styles=False)
+    kinds = {compositor.sample(np.random.default_rng(s), 96, 96).info["kind"] for s in range(40)}
+    assert kinds <= set(OBJECT_KINDS[:6])
+    assert all(compositor.sample(np.random.default_rng(s), 96, 96).info["styles"] == []
+               for s in range(5))
+
+
+def test_background_only_samples_have_empty_masks() -> None:
+    compositor = Compositor(Backgrounds(use_skimage=False))
+    for seed in range(4):
+        sample = compositor.background_only(np.random.default_rng(seed), 120, 160)
+        assert sample.rgb.shape == (120, 160, 3) and not sample.mask.any()
+        assert sample.info["kind"] == "none"

@@ -10,7 +10,12 @@ Public API:
   noise and JPEG artefacts, and its ground-truth mask (H x W bool, the object's alpha > 0.5).
   ``backgrounds`` is a ``Backgrounds`` (procedural only when None); pass
   ``Backgrounds([Path("hands"), ...])`` to use photo folders.
-- ``Compositor`` for more control (RGBA cutout folders, object render size) and ``Sample.info``.
+- ``Compositor`` for more control (RGBA cutout folders, object render size) and ``Sample.info``;
+  ``Compositor.sample(..., style=NAME)`` forces one of the listing styles in ``STYLES``
+  (close-ups, sets, fingers, perspective, recoloured metal, phone look, velvet, satin, card,
+  studio white), which are otherwise mixed in by their shares.
+- ``split`` (train/dev split of real files by object) and ``keying`` (product photos on white
+  into cutouts).
 
 Everything is driven by the numpy Generator given, so a seed reproduces a photo exactly.
 """
@@ -21,10 +26,12 @@ import numpy as np
 
 from training.synth.backgrounds import Backgrounds
 from training.synth.compose import Compositor, Sample, has_real_alpha, load_cutouts
+from training.synth.listing import STYLES
 from training.synth.objects import OBJECT_KINDS, render_object
 
 __all__ = [
     "OBJECT_KINDS",
+    "STYLES",
     "Backgrounds",
     "Compositor",
     "Sample",

@@ -10,10 +10,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.synth import listing
+from training.synth.split import Split, select
+
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 # Photos and textures that ship inside scikit-image's wheel (no download needed).
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "camera")
 PHOTO_MAX_SIDE = 640
+LISTING_BACKGROUNDS = {"velvet": listing.velvet, "satin": listing.satin, "studio": listing.studio}
 
 
 def random_colour(rng: np.random.Generator) -> np.ndarray:
@@ -115,7 +119,8 @@ class Backgrounds:
     """Draws a background of a given size. Photos are read lazily and kept in memory.
 
     `photo_folders`: folders of photos (hands, rooms, surfaces) the caller names;
-    `photo_share`: the share of backgrounds that are photos when any are available.
+    `photo_share`: the share of backgrounds that are photos when any are available;
+    `split`: only the folder photos on that side of the train/dev split.
     """
 
     def __init__(
@@ -123,8 +128,9 @@ class Backgrounds:
         photo_folders: Sequence[Path] = (),
         use_skimage: bool = True,
         photo_share: float = 0.45,
+        split: Split | None = None,
     ) -> None:
-        self.photo_files = list_photos(photo_folders)
+        self.photo_files = select(list_photos(photo_folders), split)
         self._cache: dict[Path, np.ndarray | None] = {}
         self._bundled = skimage_photos() if use_skimage else []
         self.photo_share = photo_share
@@ -133,8 +139,16 @@ class Backgrounds:
     def has_photos(self) -> bool:
         return bool(self.photo_files or self._bundled)
 
-    def draw(self, rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, str]:
-        """A float RGB background in 0..1 and the name of its kind."""
+    def draw(
+        self, rng: np.random.Generator, height: int, width: int, style: str | None = None
+    ) -> tuple[np.ndarray, str]:
+        """A float RGB background in 0..1 and the name of its kind; `style` asks for one of
+        listing.BACKGROUND_STYLES (a card lies on a background drawn as usual)."""
+        if style == "card":
+            under, _ = self.draw(rng, height, width)
+            return listing.card(rng, height, width, under), style
+        if style is not None:
+            return LISTING_BACKGROUNDS[style](rng, height, width), style
         if self.has_photos and rng.random() < self.photo_share:
             photo = self._pick_photo(rng)
             if photo is not None:

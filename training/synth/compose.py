@@ -12,8 +12,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from training.synth import listing
 from training.synth.backgrounds import Backgrounds
 from training.synth.objects import pick_kind, render_object
+from training.synth.split import Split, select
 
 CUTOUT_SUFFIXES = {".png", ".webp"}
 
@@ -47,8 +49,9 @@ def has_real_alpha(rgba: np.ndarray) -> bool:
     return float((alpha < 16).mean()) > 0.02 and float((alpha > 240).mean()) > 0.02
 
 
-def load_cutouts(folders: Sequence[Path]) -> list[Path]:
-    """RGBA cutout files whose alpha is really used (others are reported and skipped)."""
+def load_cutouts(folders: Sequence[Path], split: Split | None = None) -> list[Path]:
+    """RGBA cutout files whose alpha is really used (others are skipped), on `split`'s side of
+    the train/dev split when one is given (near-duplicates judged across all the folders)."""
     usable = []
     for folder in folders:
         for path in sorted(Path(folder).rglob("*")):
@@ -57,7 +60,7 @@ def load_cutouts(folders: Sequence[Path]) -> list[Path]:
             image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if image is not None and has_real_alpha(image):
                 usable.append(path)
-    return usable
+    return select(usable, split)
 
 
 def read_cutout(path: Path) -> np.ndarray:
@@ -162,7 +165,9 @@ def degrade(rng: np.random.Generator, rgb: np.ndarray) -> tuple[np.ndarray, dict
 class Compositor:
     """Makes listing-like samples. `cutouts` are RGBA files (checked with has_real_alpha);
     `cutout_share` is the share of samples that use them when there are any; `shadow_share`
-    the share with a soft shadow; `degrade=False` skips the photo degradations (for tests)."""
+    the share with a soft shadow; `degrade=False` skips the photo degradations (for tests);
+    `listing_styles=False` draws as before the styles existed (no listing.STYLES, the six
+    classic kinds), so sets defined then are drawn again pixel for pixel."""
 
     def __init__(
         self,
@@ -172,6 +177,7 @@ class Compositor:
         object_size: int = 384,
         shadow_share: float = 0.7,
         degrade: bool = True,
+        listing_styles: bool = True,
     ) -> None:
         self.backgrounds = backgrounds or Backgrounds(use_skimage=False)
         self.cutouts = list(cutouts)
@@ -179,41 +185,111 @@ class Compositor:
         self.object_size = object_size
         self.shadow_share = shadow_share
         self.degrade = degrade
+        self.listing_styles = listing_styles
 
     def object(self, rng: np.random.Generator, kind: str | None) -> tuple[np.ndarray, str, str]:
         """(RGBA, kind, source): a checked cutout file or a procedural piece."""
         if kind is None and self.cutouts and rng.random() < self.cutout_share:
             path = self.cutouts[int(rng.integers(len(self.cutouts)))]
             return read_cutout(path), "cutout", path.name
-        kind = kind or pick_kind(rng)
+        kind = kind or pick_kind(rng, classic=not self.listing_styles)
         return render_object(rng, kind, self.object_size), kind, "procedural"
 
     def sample(
-        self, rng: np.random.Generator, height: int, width: int, kind: str | None = None
+        self,
+        rng: np.random.Generator,
+        height: int,
+        width: int,
+        kind: str | None = None,
+        style: str | None = None,
     ) -> Sample:
-        rgba, kind, source = self.object(rng, kind)
-        obj = (
-            rotate_rgba(rgba, rng.uniform(-180, 180)) if rng.random() < 0.8 else _premultiply(rgba)
-        )
-        if rng.random() < 0.5:
-            obj = obj[:, ::-1]
-        coverage = coverage_target(rng)
-        layer = place(rng, scale_to_coverage(obj, coverage, height, width), height, width)
+        """One composite; `style` (a name in listing.STYLES) forces that style alone."""
+        styles = listing.pick_styles(rng, style) if self.listing_styles or style else set()
+        layer, kinds, sources = self.pieces(rng, height, width, kind, styles)
         alpha = np.clip(layer[..., 3], 0, 1)
-        background, background_kind = self.backgrounds.draw(rng, height, width)
+        background, background_kind = self.background(rng, height, width, styles)
         if rng.random() < self.shadow_share:
             background = add_shadow(rng, background, alpha)
-        rgb = layer[..., :3] + background * (1 - alpha[..., None])
+        scene = layer[..., :3] + background * (1 - alpha[..., None])
+        if "fingers" in styles:
+            fingers = listing.finger_layer(rng, height, width, alpha)
+            scene = fingers[..., :3] + scene * (1 - fingers[..., 3:4])
+            alpha = alpha * (1 - fingers[..., 3])  # what of the piece is still seen
+        effects: dict[str, Any] = {}
+        if "phone" in styles:
+            scene, effects = listing.phone_look(rng, scene)
         if self.degrade:
-            image, degradations = degrade(rng, rgb)
+            image, degradations = degrade(rng, scene)
         else:
-            image, degradations = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), {}
+            image, degradations = (np.clip(scene, 0, 1) * 255 + 0.5).astype(np.uint8), {}
         mask = alpha > 0.5
         info = {
-            "kind": kind,
-            "source": source,
+            "kind": kinds[0] if len(set(kinds)) == 1 else "set",
+            "source": sources[0] if len(sources) == 1 else ",".join(sources),
             "background": background_kind,
+            "styles": sorted(styles),
             "coverage": round(float(mask.mean()), 5),
+            **effects,
             **degradations,
         }
         return Sample(image, mask, alpha, info)
+
+    def background_only(self, rng: np.random.Generator, height: int, width: int) -> Sample:
+        """A frame with no jewellery (a listing-style background, degraded alike), empty mask."""
+        styles = listing.pick_styles(rng) if self.listing_styles else set()
+        background, background_kind = self.background(rng, height, width, styles)
+        effects: dict[str, Any] = {}
+        if "phone" in styles:
+            background, effects = listing.phone_look(rng, background)
+        image, degradations = degrade(rng, background) if self.degrade else (
+            (np.clip(background, 0, 1) * 255 + 0.5).astype(np.uint8), {}
+        )
+        empty = np.zeros((height, width), bool)
+        info = {"kind": "none", "source": "none", "background": background_kind,
+                "coverage": 0.0, **effects, **degradations}
+        return Sample(image, empty, empty.astype(np.float32), info)
+
+    def pieces(
+        self,
+        rng: np.random.Generator,
+        height: int,
+        width: int,
+        kind: str | None,
+        styles: set[str],
+    ) -> tuple[np.ndarray, list[str], list[str]]:
+        """The pieces on one frame-sized premultiplied layer, with their kinds and sources."""
+        count = int(rng.integers(2, 4)) if "set" in styles else 1
+        layer = np.zeros((height, width, 4), np.float32)
+        kinds, sources = [], []
+        rgba, piece_kind, source = self.object(rng, kind)
+        for index in range(count):
+            if index and rng.random() < 0.5:  # the next piece of a pair: the same, mirrored
+                rgba = rgba[:, ::-1]
+            elif index:
+                rgba, piece_kind, source = self.object(rng, kind)
+            if "recolour" in styles and source != "procedural":
+                rgba = listing.recolour_metal(rng, rgba)
+            obj = (
+                rotate_rgba(rgba, rng.uniform(-180, 180))
+                if rng.random() < 0.8
+                else _premultiply(rgba)
+            )
+            if "perspective" in styles:
+                obj = listing.warp_perspective(rng, obj)
+            if rng.random() < 0.5:
+                obj = obj[:, ::-1]
+            if index == 0:
+                close = "closeup" in styles
+                coverage = listing.closeup_coverage(rng) if close else coverage_target(rng)
+            share = coverage / count * (rng.uniform(0.7, 1.3) if count > 1 else 1.0)
+            piece = place(rng, scale_to_coverage(obj, share, height, width), height, width)
+            layer = listing.over(piece, layer)
+            kinds.append(piece_kind)
+            sources.append(source)
+        return layer, kinds, sources
+
+    def background(
+        self, rng: np.random.Generator, height: int, width: int, styles: set[str]
+    ) -> tuple[np.ndarray, str]:
+        chosen = sorted(styles & set(listing.BACKGROUND_STYLES))
+        return self.backgrounds.draw(rng, height, width, chosen[0] if chosen else None)

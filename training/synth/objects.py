@@ -13,9 +13,26 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-OBJECT_KINDS = ("ring", "chain", "pendant", "earrings", "bracelet", "gemstone")
+OBJECT_KINDS = (
+    "ring",
+    "chain",
+    "pendant",
+    "earrings",
+    "bracelet",
+    "gemstone",
+    # the styles real pieces have: pave-set white metal, bead and pearl strands (several
+    # strands), jhumkas (bell earrings with a bead fringe), filigree gold, engraved bangles
+    "pave_ring",
+    "pearl_strands",
+    "jhumkas",
+    "filigree",
+    "engraved_bangles",
+)
 # Listing photos are mostly rings, pendants and earrings; chains alone are rarer.
-KIND_WEIGHTS = (0.28, 0.1, 0.22, 0.16, 0.14, 0.10)
+KIND_WEIGHTS = (0.17, 0.06, 0.14, 0.11, 0.08, 0.06, 0.1, 0.08, 0.07, 0.07, 0.06)
+# The first six kinds and their weights before the listing styles (sets drawn without them).
+CLASSIC_KINDS = 6
+CLASSIC_WEIGHTS = (0.28, 0.1, 0.22, 0.16, 0.14, 0.10)
 
 METALS: dict[str, tuple[int, int, int]] = {
     "gold": (218, 172, 62),
@@ -418,6 +435,143 @@ def gemstone(canvas: Canvas, rng: np.random.Generator) -> None:
     draw_gem(canvas, rng, np.array([side / 2, side / 2]), side * rng.uniform(0.2, 0.4))
 
 
+def pave_ring(canvas: Canvas, rng: np.random.Generator) -> None:
+    """White metal set with rows of small diamonds along the band, often a centre stone."""
+    side = canvas.side
+    centre = np.array([side / 2, side * 0.55])
+    outer = side * rng.uniform(0.28, 0.36)
+    tilt = rng.uniform(0.35, 0.9)
+    thickness = outer * rng.uniform(0.14, 0.26)
+    metal = str(rng.choice(["silver", "white_gold", "white_gold", "rose", "yellow_gold"]))
+    draw_band(canvas, rng, centre, (outer, outer * tilt), thickness, metal)
+    stone = max(thickness * rng.uniform(0.22, 0.34), 2.5)
+    layer = np.zeros((side, side), np.uint8)
+    for angle in np.linspace(np.pi * 1.05, np.pi * 1.95, int(rng.integers(12, 30))):
+        point = centre + np.array([np.cos(angle) * outer, np.sin(angle) * outer * tilt])
+        cv2.circle(layer, _pt(point), int(stone), 1, -1, cv2.LINE_AA)
+    mask = (layer > 0).astype(np.float32)
+    canvas.paint(sparkle(shade_sphere_like(mask, stone, (236, 240, 248), rng), mask, rng), mask)
+    if rng.random() < 0.7:
+        top = centre - (0, outer * tilt)
+        radius = outer * rng.uniform(0.2, 0.38)
+        draw_gem(canvas, rng, top - (0, radius * 0.6), radius, (235, 240, 250))
+
+
+def sparkle(rgb: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Scattered white glints over `mask`, as diamonds throw them."""
+    glints = (rng.random(mask.shape) < 0.01).astype(np.float32) * mask
+    glints = cv2.GaussianBlur(cv2.dilate(glints, np.ones((3, 3), np.uint8)), (0, 0), 1.0)
+    return np.clip(rgb + glints[..., None] * 1.5, 0, 1)
+
+
+def bead_path(
+    canvas: Canvas,
+    rng: np.random.Generator,
+    path: np.ndarray,
+    radius: float,
+    colour: tuple[int, int, int],
+) -> None:
+    layer = np.zeros((canvas.side, canvas.side), np.uint8)
+    for point in resample_path(path, radius * 2.05):
+        cv2.circle(layer, _pt(point), max(int(radius), 1), 1, -1, cv2.LINE_AA)
+    mask = (layer > 0).astype(np.float32)
+    canvas.paint(shade_sphere_like(mask, radius, colour, rng), mask)
+
+
+def pearl_strands(canvas: Canvas, rng: np.random.Generator) -> None:
+    """One to three nested strands of pearls or beads hanging in a U (a multi-strand necklace)."""
+    side = canvas.side
+    colour = (240, 234, 220) if rng.random() < 0.6 else GEM_COLOURS[rng.integers(len(GEM_COLOURS))]
+    radius = side * rng.uniform(0.012, 0.028)
+    spread = side * rng.uniform(0.3, 0.42)
+    for strand in range(int(rng.integers(1, 4))):
+        drop = side * (0.45 + 0.12 * strand) * rng.uniform(0.9, 1.1)
+        top = side * 0.08
+        points = np.array(
+            [
+                [side / 2 - spread, top],
+                [side / 2 - spread * 0.8, top + drop],
+                [side / 2 + spread * 0.8, top + drop],
+                [side / 2 + spread, top],
+            ]
+        )
+        bead_path(canvas, rng, bezier(points), radius * rng.uniform(0.85, 1.15), colour)
+
+
+def jhumkas(canvas: Canvas, rng: np.random.Generator) -> None:
+    """A pair of bell-shaped earrings: a stud, a domed bell with engraved rings, a bead fringe."""
+    side = canvas.side
+    metal = str(rng.choice(["gold", "yellow_gold", "gold", "silver", "rose"]))
+    width = side * rng.uniform(0.13, 0.19)
+    for direction in (-1, 1):
+        x = side / 2 + direction * side * 0.24
+        stud = np.array([x, side * 0.2])
+        bell_top, bell_bottom = side * 0.3, side * rng.uniform(0.55, 0.65)
+        hook = np.stack([np.full(20, x), np.linspace(stud[1], bell_top + 6, 20)], 1)
+        draw_chain(canvas, rng, hook, width * 0.18, metal)
+        draw_gem(canvas, rng, stud, width * 0.35)
+
+        def draw(layer: np.ndarray, x: float = x, top: float = bell_top, bottom: float = bell_bottom) -> None:
+            cv2.ellipse(layer, _pt(np.array([x, bottom])), (int(width), int(bottom - top)),
+                        0, 180, 360, 1, -1, cv2.LINE_AA)
+
+        mask = (_mask(side, draw) > 0).astype(np.float32)
+        rgb = shade_metal(mask, width * 0.5, METALS[metal], rng)
+        for ring_y in np.linspace(bell_top + 8, bell_bottom - 4, int(rng.integers(3, 7))):
+            rgb[int(ring_y) : int(ring_y) + 2] *= 0.55  # engraved rings
+        canvas.paint(rgb, mask)
+        fringe = np.stack([np.linspace(x - width, x + width, 50), np.full(50, bell_bottom + width * 0.12)], 1)
+        bead_path(canvas, rng, fringe, width * 0.1, (240, 234, 220) if rng.random() < 0.6 else METALS[metal])
+
+
+def filigree(canvas: Canvas, rng: np.random.Generator) -> None:
+    """Ornate gold wirework: a drop or disc outline filled with open curls (see-through)."""
+    side = canvas.side
+    metal = str(rng.choice(["gold", "yellow_gold", "gold", "silver"]))
+    centre = np.array([side / 2, side / 2])
+    radius = side * rng.uniform(0.3, 0.4)
+    wire = max(side * rng.uniform(0.006, 0.012), 1.5)
+    layer = np.zeros((side, side), np.uint8)
+    cv2.circle(layer, _pt(centre), int(radius), 1, int(wire * 2.5), cv2.LINE_AA)
+    for _ in range(int(rng.integers(14, 30))):
+        angle, distance = rng.uniform(0, 2 * np.pi), radius * np.sqrt(rng.uniform(0, 0.8))
+        spot = centre + distance * np.array([np.cos(angle), np.sin(angle)])
+        size = radius * rng.uniform(0.08, 0.22)
+        start = rng.uniform(0, 360)
+        cv2.ellipse(layer, _pt(spot), (int(size), int(size * rng.uniform(0.5, 1))),
+                    rng.uniform(0, 180), start, start + rng.uniform(200, 330), 1,
+                    max(int(wire), 1), cv2.LINE_AA)
+    for angle in np.linspace(0, 2 * np.pi, int(rng.integers(8, 16)), endpoint=False):
+        point = centre + radius * 0.85 * np.array([np.cos(angle), np.sin(angle)])
+        cv2.line(layer, _pt(centre), _pt(point), 1, max(int(wire * 0.8), 1), cv2.LINE_AA)
+    mask = (layer > 0).astype(np.float32)
+    canvas.paint(shade_metal(mask, wire, METALS[metal], rng), mask)
+    if rng.random() < 0.6:
+        draw_gem(canvas, rng, centre, radius * rng.uniform(0.12, 0.22))
+
+
+def engraved_bangles(canvas: Canvas, rng: np.random.Generator) -> None:
+    """One to three bangles stacked, with an engraved pattern across each band."""
+    side = canvas.side
+    axes = (side * rng.uniform(0.3, 0.4), side * rng.uniform(0.14, 0.3))
+    thickness = side * rng.uniform(0.03, 0.07)
+    for index in range(int(rng.integers(1, 4))):
+        centre = np.array([side / 2, side * 0.4 + index * thickness * 1.1])
+        metal = metal_of(rng)
+
+        def draw(layer: np.ndarray, centre: np.ndarray = centre) -> None:
+            cv2.ellipse(layer, _pt(centre), (int(axes[0]), int(axes[1])), 0, 0, 360, 1,
+                        max(int(thickness), 1), cv2.LINE_AA)
+
+        mask = (_mask(side, draw) > 0).astype(np.float32)
+        rgb = shade_metal(mask, thickness / 2, METALS[metal], rng)
+        y, x = np.mgrid[0:side, 0:side].astype(np.float32)
+        angle = np.arctan2(y - centre[1], x - centre[0])
+        engraving = np.sin(angle * rng.integers(40, 120)) > rng.uniform(0.4, 0.8)
+        rgb[engraving & (mask > 0)] *= 0.6
+        canvas.paint(rgb, mask)
+
+
 DRAWERS: dict[str, Callable[[Canvas, np.random.Generator], None]] = {
     "ring": ring,
     "chain": chain,
@@ -425,10 +579,18 @@ DRAWERS: dict[str, Callable[[Canvas, np.random.Generator], None]] = {
     "earrings": earrings,
     "bracelet": bracelet,
     "gemstone": gemstone,
+    "pave_ring": pave_ring,
+    "pearl_strands": pearl_strands,
+    "jhumkas": jhumkas,
+    "filigree": filigree,
+    "engraved_bangles": engraved_bangles,
 }
 
 
-def pick_kind(rng: np.random.Generator) -> str:
+def pick_kind(rng: np.random.Generator, classic: bool = False) -> str:
+    """A kind by KIND_WEIGHTS; `classic`: one of the first six by their old weights."""
+    if classic:
+        return str(rng.choice(OBJECT_KINDS[:CLASSIC_KINDS], p=CLASSIC_WEIGHTS))
     return str(rng.choice(OBJECT_KINDS, p=KIND_WEIGHTS))
 
 
