@@ -178,7 +178,11 @@ def styles(
     from training.synth.listing import STYLES
 
     recipe = DataRecipe(
-        count, 360, 480, seed, [str(p) for p in backgrounds or []],
+        count,
+        360,
+        480,
+        seed,
+        [str(p) for p in backgrounds or []],
         [str(p) for p in objects or []],
     )
     compositor = make_compositor(recipe)

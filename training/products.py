@@ -4,7 +4,8 @@ the photos as they are (a piece on white is itself a listing photo) as datasets 
 Writes, under OUT:
 
 - `cutouts/{stem}.png`: RGBA cutouts of the photos whose mask passed every check (a cutout
-  folder for `train synth --objects`, which splits it again by the same rule);
+  folder for `train synth --objects`, which splits it again by the same rule), and
+  `cutouts/MANIFEST.tsv` with each one's kind (from the photos' MANIFEST.tsv, if any);
 - `as-is/train/`, `as-is/dev/`: the kept photos as they are (longest side `AS_IS_MAX_SIDE`) with
   their masks, in the dataset layout `train fit` and `train evaluate` read; the side is the one
   `split.assign_splits` gives the cutout among `cutouts/` and the `also_split_with` folders, so
@@ -27,7 +28,7 @@ import numpy as np
 
 from training.dataset import MANIFEST
 from training.synth.backgrounds import list_photos
-from training.synth.compose import CUTOUT_SUFFIXES, has_real_alpha
+from training.synth.compose import CUTOUT_SUFFIXES, cutout_kinds, has_real_alpha
 from training.synth.keying import KeyedProduct, key_product
 from training.synth.split import Split, assign_splits
 
@@ -53,7 +54,9 @@ def key_folders(
 ) -> KeyingSummary:
     """Key every photo under `folders` and `cut_by_frame` (pieces there may run off the edge)."""
     (out / "cutouts").mkdir(parents=True, exist_ok=True)
-    jobs = [(p, False) for p in list_photos(folders)] + [(p, True) for p in list_photos(cut_by_frame)]
+    jobs = [(p, False) for p in list_photos(folders)] + [
+        (p, True) for p in list_photos(cut_by_frame)
+    ]
     records: list[dict[str, Any]] = []
     kept: dict[Path, tuple[Path, KeyedProduct]] = {}
     sheets: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"kept": [], "dropped": []}
@@ -74,6 +77,7 @@ def key_folders(
     for cutout, side in sides.items():
         record = next(r for r in records if r["file"] == str(kept[cutout][0]))
         record["split"] = side.value
+    write_kinds(out / "cutouts", {c: photo for c, (photo, _) in kept.items()})
     write_as_is(out / "as-is", {c: (kept[c][1], sides[c]) for c in kept})
     (out / "keying.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     for name, pairs in sheets.items():
@@ -105,6 +109,15 @@ def key_one(photo: Path, frame_cut: bool) -> tuple[dict[str, Any], KeyedProduct 
     return record, keyed
 
 
+def write_kinds(folder: Path, photos: dict[Path, Path]) -> None:
+    """cutouts/MANIFEST.tsv: each cutout's kind, from the photos' own MANIFEST.tsv if any."""
+    kinds = cutout_kinds(list(photos.values()))
+    lines = ["file\tkind\tphoto"] + [
+        f"{cutout.name}\t{kinds[photo]}\t{photo}" for cutout, photo in sorted(photos.items())
+    ]
+    (folder / "MANIFEST.tsv").write_text("\n".join(lines) + "\n")
+
+
 def product_sides(cutouts: list[Path], also_split_with: Sequence[Path]) -> dict[Path, Split]:
     """The side of each new cutout, judged among the other real cutout folders too."""
     others = [
@@ -119,6 +132,7 @@ def product_sides(cutouts: list[Path], also_split_with: Sequence[Path]) -> dict[
 
 def write_as_is(out: Path, items: dict[Path, tuple[KeyedProduct, Split]]) -> None:
     """The keyed photos as they are, one dataset folder per side."""
+    kinds = cutout_kinds(list(items))
     for side in Split:
         folder = out / side.value
         (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -129,15 +143,26 @@ def write_as_is(out: Path, items: dict[Path, tuple[KeyedProduct, Split]]) -> Non
                 continue
             name = cutout.stem
             rgb, mask = photo_on_white(keyed)
-            cv2.imwrite(str(folder / "images" / f"{name}.jpg"), rgb[..., ::-1],
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(
+                str(folder / "images" / f"{name}.jpg"),
+                rgb[..., ::-1],
+                [cv2.IMWRITE_JPEG_QUALITY, 95],
+            )
             cv2.imwrite(str(folder / "masks" / f"{name}.png"), mask.astype(np.uint8) * 255)
             samples.append(
-                {"name": name, "kind": "product", "source": cutout.name, "background": "white",
-                 "coverage": round(float(mask.mean()), 5)}
+                {
+                    "name": name,
+                    "kind": kinds.get(cutout, "cutout"),
+                    "source": cutout.name,
+                    "background": "white",
+                    "coverage": round(float(mask.mean()), 5),
+                }
             )
-        manifest = {"recipe": {"as_is_products": True, "split": side.value}, "samples": samples,
-                    "cutout_files": [s["source"] for s in samples]}
+        manifest = {
+            "recipe": {"as_is_products": True, "split": side.value},
+            "samples": samples,
+            "cutout_files": [s["source"] for s in samples],
+        }
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
@@ -166,8 +191,11 @@ def tile_sheet(pairs: list[tuple[np.ndarray, np.ndarray]], tile: int = 220) -> n
         shown = (rgba[..., :3] * alpha + board * (1 - alpha)).astype(np.uint8)
         pair = np.hstack([photo, shown])
         scale = min(2 * tile / pair.shape[1], tile / pair.shape[0])
-        small = cv2.resize(pair, (int(pair.shape[1] * scale), int(pair.shape[0] * scale)),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            pair,
+            (int(pair.shape[1] * scale), int(pair.shape[0] * scale)),
+            interpolation=cv2.INTER_AREA,
+        )
         canvas = np.full((tile, 2 * tile, 3), 60, np.uint8)
         canvas[: small.shape[0], : small.shape[1]] = small
         tiles.append(canvas)

@@ -111,9 +111,13 @@ def test_key_folders_keeps_trusted_cutouts_and_splits_them_by_object(tmp_path: P
     assert next(r for r in records if r["file"].endswith("noisy.jpg"))["kept"] is False
     cutouts = sorted((out / "cutouts").glob("*.png"))
     assert len(cutouts) == summary.kept and (out / "kept.png").exists()
+    kinds = (out / "cutouts" / "MANIFEST.tsv").read_text().splitlines()
+    assert kinds[0].startswith("file\tkind") and len(kinds) == summary.kept + 1
     # as-is photos: each kept photo once, on the side the cutout split gives it
-    sides = {side: {s["name"] for s in read_manifest(out / "as-is" / side.value)["samples"]}
-             for side in Split}
+    sides = {
+        side: {s["name"] for s in read_manifest(out / "as-is" / side.value)["samples"]}
+        for side in Split
+    }
     assert not sides[Split.train] & sides[Split.dev]
     assert sides[Split.train] | sides[Split.dev] == {p.stem for p in cutouts}
     for side in Split:

@@ -187,8 +187,9 @@ def test_sets_drawn_without_listing_styles_keep_the_old_kinds() -> None:
     compositor = Compositor(FlatBackground((0.5, 0.5, 0.5)), listing_styles=False)
     kinds = {compositor.sample(np.random.default_rng(s), 96, 96).info["kind"] for s in range(40)}
     assert kinds <= set(OBJECT_KINDS[:6])
-    assert all(compositor.sample(np.random.default_rng(s), 96, 96).info["styles"] == []
-               for s in range(5))
+    assert all(
+        compositor.sample(np.random.default_rng(s), 96, 96).info["styles"] == [] for s in range(5)
+    )
 
 
 def test_background_only_samples_have_empty_masks() -> None:
@@ -197,3 +198,19 @@ def test_background_only_samples_have_empty_masks() -> None:
         sample = compositor.background_only(np.random.default_rng(seed), 120, 160)
         assert sample.rgb.shape == (120, 160, 3) and not sample.mask.any()
         assert sample.info["kind"] == "none"
+
+
+def test_cutout_kinds_come_from_the_folders_manifest(tmp_path: Path) -> None:
+    cutout = np.zeros((40, 40, 4), np.uint8)
+    cutout[10:30, 10:30] = 255
+    for name in ("ring-a.png", "drop-b.png", "unlisted.png"):
+        cv2.imwrite(str(tmp_path / name), cutout)
+    (tmp_path / "MANIFEST.tsv").write_text(
+        "file\trepo\tkind\nsub/ring-a.jpg\tx/y\tring\ndrop-b.png\tx/y\tearring\n"
+    )
+    compositor = Compositor(Backgrounds(use_skimage=False), load_cutouts([tmp_path]))
+    assert {p.name: k for p, k in compositor.cutout_kinds.items()} == {
+        "drop-b.png": "earring",
+        "ring-a.png": "ring",
+        "unlisted.png": "cutout",
+    }

@@ -48,9 +48,14 @@ def listing_photo(
     height: int,
     backgrounds: Backgrounds | None = None,
     kind: str | None = None,
+    listing_styles: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A synthetic listing photo (rgb uint8 HxWx3) and its mask (bool HxW)."""
-    sample = Compositor(backgrounds, object_size=max(min(max(width, height), 512), 128)).sample(
-        rng, height, width, kind
+    """A synthetic listing photo (rgb uint8 HxWx3) and its mask (bool HxW); drawn as before
+    the listing styles unless `listing_styles` (so a seed gives the photo it always gave)."""
+    compositor = Compositor(
+        backgrounds,
+        object_size=max(min(max(width, height), 512), 128),
+        listing_styles=listing_styles,
     )
+    sample = compositor.sample(rng, height, width, kind)
     return sample.rgb, sample.mask

@@ -63,6 +63,31 @@ def load_cutouts(folders: Sequence[Path], split: Split | None = None) -> list[Pa
     return select(usable, split)
 
 
+def cutout_kinds(paths: Sequence[Path]) -> dict[Path, str]:
+    """The kind of each cutout (ring, earring, necklace...) from a `MANIFEST.tsv` (columns
+    `file` and `kind`, `file` matched by stem) in its folder or the one above; "cutout" when
+    none says."""
+    tables: dict[Path, dict[str, str]] = {}
+    kinds = {}
+    for path in paths:
+        folder = path.parent
+        if folder not in tables:
+            tables[folder] = read_kind_table(folder)
+        kinds[path] = tables[folder].get(path.stem, "cutout")
+    return kinds
+
+
+def read_kind_table(folder: Path) -> dict[str, str]:
+    for candidate in (folder / "MANIFEST.tsv", folder.parent / "MANIFEST.tsv"):
+        if candidate.exists():
+            rows = [line.split("\t") for line in candidate.read_text().splitlines()]
+            if not rows or "file" not in rows[0] or "kind" not in rows[0]:
+                continue
+            file_at, kind_at = rows[0].index("file"), rows[0].index("kind")
+            return {Path(row[file_at]).stem: row[kind_at] for row in rows[1:] if len(row) > kind_at}
+    return {}
+
+
 def read_cutout(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     rgba = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
@@ -181,6 +206,7 @@ class Compositor:
     ) -> None:
         self.backgrounds = backgrounds or Backgrounds(use_skimage=False)
         self.cutouts = list(cutouts)
+        self.cutout_kinds = cutout_kinds(self.cutouts)
         self.cutout_share = cutout_share
         self.object_size = object_size
         self.shadow_share = shadow_share
@@ -191,7 +217,7 @@ class Compositor:
         """(RGBA, kind, source): a checked cutout file or a procedural piece."""
         if kind is None and self.cutouts and rng.random() < self.cutout_share:
             path = self.cutouts[int(rng.integers(len(self.cutouts)))]
-            return read_cutout(path), "cutout", path.name
+            return read_cutout(path), self.cutout_kinds[path], path.name
         kind = kind or pick_kind(rng, classic=not self.listing_styles)
         return render_object(rng, kind, self.object_size), kind, "procedural"
 
@@ -241,12 +267,20 @@ class Compositor:
         effects: dict[str, Any] = {}
         if "phone" in styles:
             background, effects = listing.phone_look(rng, background)
-        image, degradations = degrade(rng, background) if self.degrade else (
-            (np.clip(background, 0, 1) * 255 + 0.5).astype(np.uint8), {}
+        image, degradations = (
+            degrade(rng, background)
+            if self.degrade
+            else ((np.clip(background, 0, 1) * 255 + 0.5).astype(np.uint8), {})
         )
         empty = np.zeros((height, width), bool)
-        info = {"kind": "none", "source": "none", "background": background_kind,
-                "coverage": 0.0, **effects, **degradations}
+        info = {
+            "kind": "none",
+            "source": "none",
+            "background": background_kind,
+            "coverage": 0.0,
+            **effects,
+            **degradations,
+        }
         return Sample(image, empty, empty.astype(np.float32), info)
 
     def pieces(

@@ -81,7 +81,9 @@ def local_detail(lightness: np.ndarray) -> np.ndarray:
     return np.abs(cv2.Laplacian(smooth, cv2.CV_32F))
 
 
-def object_mask(chroma: np.ndarray, dark: np.ndarray, detail: np.ndarray, scale: float) -> np.ndarray:
+def object_mask(
+    chroma: np.ndarray, dark: np.ndarray, detail: np.ndarray, scale: float
+) -> np.ndarray:
     """Pixels keyed as object at thresholds times `scale` (higher: stricter)."""
     return (
         (chroma > CHROMA_OBJECT * scale)
@@ -194,7 +196,9 @@ def measure(
 ) -> dict[str, float]:
     loose, strict = hard[0.75], hard[1.35]
     kernel = np.ones((5, 5), np.uint8)
-    edge = cv2.dilate(hard[1.0].astype(np.uint8), kernel) > cv2.erode(hard[1.0].astype(np.uint8), kernel)
+    edge = cv2.dilate(hard[1.0].astype(np.uint8), kernel) > cv2.erode(
+        hard[1.0].astype(np.uint8), kernel
+    )
     moved = (loose != strict) & ~edge  # outline jitter within 2 px is the matte's business
     stability = 1 - float(moved.sum()) / max(float(hard[1.0].sum()), 1.0)
     border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])

@@ -89,7 +89,9 @@ def warp_perspective(rng: np.random.Generator, premultiplied: np.ndarray) -> np.
     moved -= moved.min(axis=0)
     size = np.ceil(moved.max(axis=0)).astype(int) + 1
     matrix = cv2.getPerspectiveTransform(corners, moved)
-    return cv2.warpPerspective(premultiplied, matrix, (int(size[0]), int(size[1])), flags=cv2.INTER_LINEAR)
+    return cv2.warpPerspective(
+        premultiplied, matrix, (int(size[0]), int(size[1])), flags=cv2.INTER_LINEAR
+    )
 
 
 def over(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
@@ -100,9 +102,7 @@ def over(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
 # --- fingers in front ---------------------------------------------------------------------------
 
 
-def finger_layer(
-    rng: np.random.Generator, height: int, width: int, near: np.ndarray
-) -> np.ndarray:
+def finger_layer(rng: np.random.Generator, height: int, width: int, near: np.ndarray) -> np.ndarray:
     """One or two fingers (shaded skin capsules with soft edges) reaching in from a frame edge
     towards the object's alpha `near`, as premultiplied RGBA."""
     layer = np.zeros((height, width, 4), np.float32)
@@ -137,8 +137,14 @@ def draw_finger(
 ) -> None:
     height, width = layer.shape[:2]
     mask = np.zeros((height, width), np.uint8)
-    cv2.line(mask, tuple(int(v) for v in base), tuple(int(v) for v in tip), 255,
-             max(int(thickness), 2), cv2.LINE_AA)
+    cv2.line(
+        mask,
+        tuple(int(v) for v in base),
+        tuple(int(v) for v in tip),
+        255,
+        max(int(thickness), 2),
+        cv2.LINE_AA,
+    )
     cv2.circle(mask, tuple(int(v) for v in tip), max(int(thickness / 2), 1), 255, -1, cv2.LINE_AA)
     alpha = cv2.GaussianBlur(mask.astype(np.float32) / 255, (0, 0), max(thickness * 0.04, 0.6))
     distance = cv2.distanceTransform((mask > 127).astype(np.uint8), cv2.DIST_L2, 5)
@@ -179,7 +185,9 @@ def card(rng: np.random.Generator, height: int, width: int, under: np.ndarray) -
     """A pale display card (most of the frame) lying on `under`, with a soft edge shadow."""
     tone = np.float32(rng.uniform(0.82, 0.98))
     tint = rng.uniform(0.95, 1.03, 3).astype(np.float32)
-    card_rgb = np.clip(tone * tint, 0, 1) * (0.95 + 0.05 * smooth_field(rng, height, width, 2))[..., None]
+    card_rgb = (
+        np.clip(tone * tint, 0, 1) * (0.95 + 0.05 * smooth_field(rng, height, width, 2))[..., None]
+    )
     margin_y, margin_x = rng.uniform(0.0, 0.2, 2) * (height, width)
     top, left = int(margin_y), int(margin_x)
     bottom = height - int(rng.uniform(0.0, 0.2) * height)

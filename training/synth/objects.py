@@ -511,17 +511,36 @@ def jhumkas(canvas: Canvas, rng: np.random.Generator) -> None:
         draw_chain(canvas, rng, hook, width * 0.18, metal)
         draw_gem(canvas, rng, stud, width * 0.35)
 
-        def draw(layer: np.ndarray, x: float = x, top: float = bell_top, bottom: float = bell_bottom) -> None:
-            cv2.ellipse(layer, _pt(np.array([x, bottom])), (int(width), int(bottom - top)),
-                        0, 180, 360, 1, -1, cv2.LINE_AA)
+        def draw(
+            layer: np.ndarray, x: float = x, top: float = bell_top, bottom: float = bell_bottom
+        ) -> None:
+            cv2.ellipse(
+                layer,
+                _pt(np.array([x, bottom])),
+                (int(width), int(bottom - top)),
+                0,
+                180,
+                360,
+                1,
+                -1,
+                cv2.LINE_AA,
+            )
 
         mask = (_mask(side, draw) > 0).astype(np.float32)
         rgb = shade_metal(mask, width * 0.5, METALS[metal], rng)
         for ring_y in np.linspace(bell_top + 8, bell_bottom - 4, int(rng.integers(3, 7))):
             rgb[int(ring_y) : int(ring_y) + 2] *= 0.55  # engraved rings
         canvas.paint(rgb, mask)
-        fringe = np.stack([np.linspace(x - width, x + width, 50), np.full(50, bell_bottom + width * 0.12)], 1)
-        bead_path(canvas, rng, fringe, width * 0.1, (240, 234, 220) if rng.random() < 0.6 else METALS[metal])
+        fringe = np.stack(
+            [np.linspace(x - width, x + width, 50), np.full(50, bell_bottom + width * 0.12)], 1
+        )
+        bead_path(
+            canvas,
+            rng,
+            fringe,
+            width * 0.1,
+            (240, 234, 220) if rng.random() < 0.6 else METALS[metal],
+        )
 
 
 def filigree(canvas: Canvas, rng: np.random.Generator) -> None:
@@ -538,9 +557,17 @@ def filigree(canvas: Canvas, rng: np.random.Generator) -> None:
         spot = centre + distance * np.array([np.cos(angle), np.sin(angle)])
         size = radius * rng.uniform(0.08, 0.22)
         start = rng.uniform(0, 360)
-        cv2.ellipse(layer, _pt(spot), (int(size), int(size * rng.uniform(0.5, 1))),
-                    rng.uniform(0, 180), start, start + rng.uniform(200, 330), 1,
-                    max(int(wire), 1), cv2.LINE_AA)
+        cv2.ellipse(
+            layer,
+            _pt(spot),
+            (int(size), int(size * rng.uniform(0.5, 1))),
+            rng.uniform(0, 180),
+            start,
+            start + rng.uniform(200, 330),
+            1,
+            max(int(wire), 1),
+            cv2.LINE_AA,
+        )
     for angle in np.linspace(0, 2 * np.pi, int(rng.integers(8, 16)), endpoint=False):
         point = centre + radius * 0.85 * np.array([np.cos(angle), np.sin(angle)])
         cv2.line(layer, _pt(centre), _pt(point), 1, max(int(wire * 0.8), 1), cv2.LINE_AA)
@@ -560,8 +587,17 @@ def engraved_bangles(canvas: Canvas, rng: np.random.Generator) -> None:
         metal = metal_of(rng)
 
         def draw(layer: np.ndarray, centre: np.ndarray = centre) -> None:
-            cv2.ellipse(layer, _pt(centre), (int(axes[0]), int(axes[1])), 0, 0, 360, 1,
-                        max(int(thickness), 1), cv2.LINE_AA)
+            cv2.ellipse(
+                layer,
+                _pt(centre),
+                (int(axes[0]), int(axes[1])),
+                0,
+                0,
+                360,
+                1,
+                max(int(thickness), 1),
+                cv2.LINE_AA,
+            )
 
         mask = (_mask(side, draw) > 0).astype(np.float32)
         rgb = shade_metal(mask, thickness / 2, METALS[metal], rng)

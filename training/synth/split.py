@@ -1,8 +1,8 @@
 """A deterministic train/dev split of real files (cutouts, product photos, background photos),
 by object, so that nothing measured on the dev split was ever trained on.
 
-Each file hashes to a side by its name's stem (sha256, so the split does not move when files are added
-or the folder is copied). Files that look alike (an 8x8 difference hash of the picture within
+Each file hashes to a side by its name's stem (sha256, so the split does not move when files
+are added or the folder is copied). Files that look alike (an 8x8 difference hash of the picture within
 `NEAR_DUPLICATE_BITS` bits: the same product from two shops, two frames of one video) are joined
 into one group, and a group with any dev member is dev whole: no dev file, and no near-duplicate
 of one, reaches training.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import cv2
@@ -22,7 +22,7 @@ DEV_SHARE = 0.18
 NEAR_DUPLICATE_BITS = 6
 
 
-class Split(str, Enum):
+class Split(StrEnum):
     train = "train"
     dev = "dev"
 
@@ -80,8 +80,7 @@ def assign_splits(
         g for g, p in zip(groups, paths, strict=True) if hashed_side(p.stem, dev_share) is Split.dev
     }
     return {
-        p: Split.dev if g in dev_groups else Split.train
-        for p, g in zip(paths, groups, strict=True)
+        p: Split.dev if g in dev_groups else Split.train for p, g in zip(paths, groups, strict=True)
     }
 
 
