@@ -11,12 +11,14 @@ Writes, under OUT:
   `split.assign_splits` gives the cutout among `cutouts/` and the `also_split_with` folders, so
   it matches what `train synth --split` will do with those same folders;
 - `keying.jsonl`: one record per photo (checks, why it was dropped);
-- `kept.png`, `dropped.png`: sheets of keyed samples, photo beside cutout, to look at.
+- `kept.png`, `dropped.png`: sheets of keyed samples, photo beside cutout, to look at;
+- `NOTICE.md`: the photos' own notice (provenance and licence), copied beside what is made.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,6 +81,7 @@ def key_folders(
         record["split"] = side.value
     write_kinds(out / "cutouts", {c: photo for c, (photo, _) in kept.items()})
     write_as_is(out / "as-is", {c: (kept[c][1], sides[c]) for c in kept})
+    copy_notices([*folders, *cut_by_frame], out)
     (out / "keying.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     for name, pairs in sheets.items():
         if pairs:
@@ -90,6 +93,15 @@ def key_folders(
         unreadable=sum(1 for r in records if r.get("unreadable")),
         sides=Counter(side.value for side in sides.values()),
     )
+
+
+def copy_notices(folders: Sequence[Path], out: Path) -> None:
+    """The photos' NOTICE.md (provenance, licence) travels with what is made from them."""
+    for folder in folders:
+        for candidate in (Path(folder) / "NOTICE.md", Path(folder).parent / "NOTICE.md"):
+            if candidate.exists():
+                shutil.copy(candidate, out / "NOTICE.md")
+                return
 
 
 def key_one(photo: Path, frame_cut: bool) -> tuple[dict[str, Any], KeyedProduct | None]:

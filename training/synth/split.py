@@ -2,10 +2,11 @@
 by object, so that nothing measured on the dev split was ever trained on.
 
 Each file hashes to a side by its name's stem (sha256, so the split does not move when files
-are added or the folder is copied). Files that look alike (an 8x8 difference hash of the picture within
-`NEAR_DUPLICATE_BITS` bits: the same product from two shops, two frames of one video) are joined
-into one group, and a group with any dev member is dev whole: no dev file, and no near-duplicate
-of one, reaches training.
+are added or the folder is copied). Files that look alike (8x8 difference hashes of the
+pictures, a cutout cropped to its piece, within `NEAR_DUPLICATE_BITS` bits: the same product
+from two shops, two frames of one video, or just pieces of one shape) are joined into one
+group, and a group with any dev member is dev whole: no dev file, and no near-duplicate of one,
+reaches training.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def hashed_side(name: str, dev_share: float = DEV_SHARE) -> Split:
 
 
 def picture_hash(path: Path) -> int | None:
-    """An 8x8 difference hash of the picture (alpha composited on mid grey); None if unreadable."""
+    """An 8x8 difference hash of the picture (a cutout cropped to its piece and composited on
+    mid grey); None if unreadable."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         return None
@@ -44,9 +46,12 @@ def picture_hash(path: Path) -> int | None:
     if image.dtype != np.uint8:
         image = (image / 257).astype(np.uint8)
     grey = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2GRAY).astype(np.float32)
-    if image.shape[2] == 4:
+    if image.shape[2] == 4:  # a cutout: the piece itself, cropped to its alpha
         alpha = image[..., 3].astype(np.float32) / 255
         grey = grey * alpha + 128 * (1 - alpha)
+        rows, cols = np.nonzero(alpha > 0.1)
+        if rows.size:
+            grey = grey[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     small = cv2.resize(grey, (9, 8), interpolation=cv2.INTER_AREA)
     bits = (small[:, 1:] > small[:, :-1]).ravel()
     return int(sum(1 << i for i, bit in enumerate(bits) if bit))
