@@ -475,6 +475,10 @@ def export(
             help="A synthetic set, apart from the evaluation's, to fit the logit temperature on."
         ),
     ] = None,
+    set_report: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=REPORT.json of another set for the card (real dev, ...)."),
+    ] = None,
 ) -> None:
     """Write OUT/NAME/weights.safetensors (fp16) and model.json (card with sha256, metrics)."""
     passive_openmp()
@@ -497,6 +501,7 @@ def export(
             test_time_flips=test_time_flips,
             temperature_data=fit_temperature,
             advance=lambda: bar.advance(task),
+            other_reports=parse_set_reports(set_report or []),
         )
     size_mb = (directory / "weights.safetensors").stat().st_size / 1e6
     temperature = card.calibration.get("logit_temperature") if fit_temperature else None
@@ -510,6 +515,16 @@ def export(
         f"[green]exported[/] {card.name} to {directory} "
         f"({size_mb:.1f} MB, sha256 {card.weights_sha256[:12]}…){fitted}"
     )
+
+
+def parse_set_reports(values: list[str]) -> dict[str, Path]:
+    reports = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not Path(path).is_file():
+            raise typer.BadParameter(f"--set-report takes NAME=REPORT.json, got {value!r}")
+        reports[name] = Path(path)
+    return reports
 
 
 @train_app.command()

@@ -84,10 +84,13 @@ def build_card(
     report: dict[str, Any] | None,
     notes: list[str] | None = None,
     min_confidence: float | None = None,
+    other_reports: dict[str, dict[str, Any]] | None = None,
 ) -> ModelCard:
     """The card: the network's facts plus how it was trained and what it measured.
     `min_confidence` sets the version's own gate threshold (one calibrated on a set apart from
-    the one the report measured); otherwise the gate is the report's."""
+    the one the report measured); otherwise the gate is the report's. `other_reports` (by set
+    name: the real dev set, the no-jewellery set) go in `metrics["sets"]`, each checked the
+    same way as the report."""
     update: dict[str, Any] = {
         "name": name,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -96,7 +99,9 @@ def build_card(
         config: FitConfig = extra["config"]
         update["training"] = training_record(extra, notes or [])
         update["data"] = {
-            "generator": "training.synth: procedural jewellery on photo and procedural backgrounds",
+            "generator": "training.synth: procedural jewellery and real RGBA cutouts (the "
+            "recipes' cutout_files) on photo and procedural backgrounds, listing styles; "
+            "keyed product photos as they are (recipes with as_is_products)",
             "train": data_recipes(config.train_data),
             "val": data_recipes([config.val_data] if config.val_data else []),
         }
@@ -106,6 +111,13 @@ def build_card(
     if report:
         check_report_runs_as(report, base)
         update["metrics"] = {k: v for k, v in report.items() if k != "calibration"}
+    if other_reports:
+        for other in other_reports.values():
+            check_report_runs_as(other, base)
+            if report and other["gate"] != report["gate"]:
+                raise ValueError("the reports measured different gates: evaluate all alike")
+        sets = {name: brief(other) for name, other in other_reports.items()}
+        update["metrics"] = {**update.get("metrics", base.metrics), "sets": sets}
         # the temperature's fit record stays beside the report's thresholds
         update["calibration"] = {**base.calibration, **report.get("calibration", {})}
     gate = measured or base.gate
@@ -117,6 +129,12 @@ def build_card(
             "evaluate the exported version with its own gate and export with that report"
         )
     return base.model_copy(update={**update, "gate": gate})
+
+
+def brief(report: dict[str, Any]) -> dict[str, Any]:
+    """A report for the card: its figures and the calibrated threshold, not the whole curve."""
+    calibration = {k: v for k, v in report.get("calibration", {}).items() if k != "risk_coverage"}
+    return {**{k: v for k, v in report.items() if k != "calibration"}, "calibration": calibration}
 
 
 def check_report_runs_as(report: dict[str, Any], card: ModelCard) -> None:
@@ -184,6 +202,7 @@ def export_model(
     test_time_flips: Flips | None = None,
     temperature_data: Path | None = None,
     advance: Callable[[], None] | None = None,
+    other_reports: dict[str, Path] | None = None,
 ) -> tuple[Path, ModelCard]:
     """`temperature_data`: a synthetic set (apart from the evaluation's) to fit the version's
     logit temperature on; `advance` is called once per image of it."""
@@ -192,11 +211,12 @@ def export_model(
         base = with_fitted_temperature(network, base, temperature_data, advance)
     name = name or base.name
     report = json.loads(report_path.read_text()) if report_path else None
+    others = {n: json.loads(p.read_text()) for n, p in (other_reports or {}).items()}
     directory = out_dir / name
     card = save_network(
         network,
         directory,
-        build_card(name, base, extra, report, notes, min_confidence),
+        build_card(name, base, extra, report, notes, min_confidence, others),
         dtype=dtype,
     )
     if onnx:

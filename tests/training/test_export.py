@@ -63,3 +63,23 @@ def test_a_flip_averaged_version_needs_figures_measured_with_the_flip(tmp_path: 
         export_model(directory, tmp_path / "models", "r4", report, test_time_flips=Flips.BOTH)
     report.write_text(json.dumps({**report_at(0.98), "input_size": 320, "flip_average": True}))
     export_model(directory, tmp_path / "legacy", "rf3", report)  # a report from before --flips
+
+
+def test_other_sets_go_on_the_card_when_measured_alike() -> None:
+    real = {
+        **report_at(0.98),
+        "images": 360,
+        "mean_iou": 0.7,
+        "calibration": {"calibrated_threshold": 0.97, "risk_coverage": [{"risk": 0.0}]},
+    }
+    card = build_card("v", ModelCard(name="v"), {}, report_at(0.98), other_reports={"real": real})
+    assert card.metrics["mean_iou"] == 0.8
+    assert card.metrics["sets"]["real"]["mean_iou"] == 0.7
+    assert card.metrics["sets"]["real"]["calibration"] == {"calibrated_threshold": 0.97}
+    with pytest.raises(ValueError, match="different gates"):
+        build_card(
+            "v", ModelCard(name="v"), {}, report_at(0.98), other_reports={"real": report_at(0.97)}
+        )
+    flipped = {**report_at(0.98), "test_time_flips": "horizontal"}
+    with pytest.raises(ValueError, match="measured test_time_flips"):
+        build_card("v", ModelCard(name="v"), {}, report_at(0.98), other_reports={"f": flipped})
