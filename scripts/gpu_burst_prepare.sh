@@ -3,7 +3,7 @@
 # registry and sees only this checkout (README, "Training on a GPU"): wheels, for its Python
 # 3.12, of the packages its image lacks (and of typer, whose version there is unknown), at the
 # versions installed here, and the real training data as small copies of the TRAIN side of the
-# train/dev split (background photos <= 400 px JPEG, real RGBA cutouts <= 320 px WebP with
+# train/dev split (background photos <= 320 px JPEG, real RGBA cutouts <= 320 px WebP with
 # alpha, the keyed product photos as they are), plus the real dev-val composites the run picks
 # its best checkpoint on (the only dev objects that travel; never trained on). All of it goes to .gpu/ (ignored by git); the
 # checkout and .gpu/ together must stay under the 64 MiB a lent machine takes.

@@ -16,12 +16,14 @@ import numpy as np
 
 from training.dataset import MANIFEST
 from training.synth import Backgrounds, load_cutouts
-from training.synth.compose import read_cutout
+from training.synth.compose import cutout_kinds, read_cutout
 from training.synth.split import Split
 
-PHOTO_SIDE = 400
+PHOTO_SIDE = 320
 CUTOUT_SIDE = 320
-AS_IS_SIDE = 320
+AS_IS_SIDE = 288
+DEVVAL_SIDE = 480
+JPEG_QUALITY = 80
 
 
 def shrink(image: np.ndarray, side: int) -> np.ndarray:
@@ -49,27 +51,26 @@ def stage_backgrounds(folder: Path, out: Path) -> int:
 def stage_cutouts(folders: list[Path], out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cutouts = load_cutouts(folders, Split.train)
+    kinds = cutout_kinds(cutouts)
+    rows = ["file\tkind"] + [f"{p.stem}.webp\t{kinds[p]}" for p in cutouts]
+    (out / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
     for path in cutouts:
         rgba = shrink(read_cutout(path), CUTOUT_SIDE)
         cv2.imwrite(
             str(out / f"{path.stem}.webp"),
             cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA),
-            [cv2.IMWRITE_WEBP_QUALITY, 90],
+            [cv2.IMWRITE_WEBP_QUALITY, 80],
         )
     return len(cutouts)
 
 
-def stage_dataset(folder: Path, out: Path, side: int | None) -> int:
-    """A dataset folder (images/, masks/, manifest.json), images shrunk to `side` if given."""
+def stage_dataset(folder: Path, out: Path, side: int) -> int:
+    """A dataset folder (images/, masks/, manifest.json), images shrunk to `side` at most."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     shutil.copy(folder / MANIFEST, out / MANIFEST)
     for image_path in sorted((folder / "images").glob("*.jpg")):
         mask_path = folder / "masks" / f"{image_path.stem}.png"
-        if side is None:
-            shutil.copy(image_path, out / "images" / image_path.name)
-            shutil.copy(mask_path, out / "masks" / mask_path.name)
-            continue
         image = shrink(cv2.imread(str(image_path), cv2.IMREAD_COLOR), side)
         mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
         mask = cv2.resize(mask, image.shape[1::-1], interpolation=cv2.INTER_AREA)
@@ -88,7 +89,7 @@ def main(data: Path, keyed: Path, devval: Path, out: Path) -> None:
         ),
         "cutouts": stage_cutouts([data / "objects", keyed / "cutouts"], out / "objects"),
         "as-is": stage_dataset(keyed / "as-is" / "train", out / "as-is-train", AS_IS_SIDE),
-        "devval": stage_dataset(devval, out / "devval", None),
+        "devval": stage_dataset(devval, out / "devval", DEVVAL_SIDE),
     }
     print("staged (train side only): " + ", ".join(f"{n} {c}" for n, c in counts.items()))
 
