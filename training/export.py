@@ -111,6 +111,8 @@ def build_card(
     if report:
         check_report_runs_as(report, base)
         update["metrics"] = {k: v for k, v in report.items() if k != "calibration"}
+        # the temperature's fit record stays beside the report's thresholds
+        update["calibration"] = {**base.calibration, **report.get("calibration", {})}
     if other_reports:
         for other in other_reports.values():
             check_report_runs_as(other, base)
@@ -118,8 +120,6 @@ def build_card(
                 raise ValueError("the reports measured different gates: evaluate all alike")
         sets = {name: brief(other) for name, other in other_reports.items()}
         update["metrics"] = {**update.get("metrics", base.metrics), "sets": sets}
-        # the temperature's fit record stays beside the report's thresholds
-        update["calibration"] = {**base.calibration, **report.get("calibration", {})}
     gate = measured or base.gate
     if min_confidence is not None:
         gate = gate.model_copy(update={"min_confidence": min_confidence})

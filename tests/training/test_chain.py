@@ -32,7 +32,8 @@ def test_smoke_chain_produces_an_evaluated_loadable_model(tmp_path: Path) -> Non
     card = ModelCard.read(model_dir)
     assert card.weights_sha256 == sha256_file(model_dir / "weights.safetensors")
     assert card.weights_dtype == "float16" and card.input_size == 128
-    assert card.training["steps"] == 6 and card.training["config"]["loss"] == "bce"
+    # best.pt: whichever of the two validations (steps 3 and 6) scored higher
+    assert card.training["steps"] in (3, 6) and card.training["config"]["loss"] == "bce"
     assert card.data["train"][0]["count"] == 24
     assert card.metrics["images"] == 12
     network = load_network(model_dir, card)

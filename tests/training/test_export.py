@@ -83,3 +83,10 @@ def test_other_sets_go_on_the_card_when_measured_alike() -> None:
     flipped = {**report_at(0.98), "test_time_flips": "horizontal"}
     with pytest.raises(ValueError, match="measured test_time_flips"):
         build_card("v", ModelCard(name="v"), {}, report_at(0.98), other_reports={"f": flipped})
+
+
+def test_the_reports_calibration_goes_on_the_card_beside_other_sets() -> None:
+    report = {**report_at(0.98), "calibration": {"study_threshold": 0.98}}
+    for others in (None, {"real": report_at(0.98)}):
+        card = build_card("v", ModelCard(name="v"), {}, report, other_reports=others)
+        assert card.calibration == {"study_threshold": 0.98}
