@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from training.dataset import MANIFEST
-from training.synth.backgrounds import list_photos
-from training.synth.compose import CUTOUT_SUFFIXES, cutout_kinds, has_real_alpha
+from training.synth.backgrounds import list_photos, shrink
+from training.synth.compose import cutout_kinds, has_real_alpha, load_cutouts
 from training.synth.keying import KeyedProduct, key_product
 from training.synth.split import Split, assign_splits
 
@@ -60,7 +60,7 @@ def key_folders(
         (p, True) for p in list_photos(cut_by_frame)
     ]
     records: list[dict[str, Any]] = []
-    kept: dict[Path, tuple[Path, KeyedProduct]] = {}
+    kept: dict[Path, tuple[dict[str, Any], KeyedProduct]] = {}
     sheets: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"kept": [], "dropped": []}
     for photo, frame_cut in jobs:
         record, keyed = key_one(photo, frame_cut)
@@ -68,18 +68,17 @@ def key_folders(
         if keyed is not None and not keyed.doubtful:
             cutout = out / "cutouts" / f"{photo.stem}.png"
             cv2.imwrite(str(cutout), cv2.cvtColor(keyed.rgba, cv2.COLOR_RGBA2BGRA))
-            kept[cutout] = (photo, keyed)
+            kept[cutout] = (record, keyed)
         if keyed is not None:
             sheet = sheets["dropped" if keyed.doubtful else "kept"]
             if len(sheet) < SHEET_TILES:
-                sheet.append(sheet_pair(keyed))
+                sheet.append((keyed.photo, keyed.rgba))
         if advance:
             advance()
     sides = product_sides(list(kept), also_split_with)
     for cutout, side in sides.items():
-        record = next(r for r in records if r["file"] == str(kept[cutout][0]))
-        record["split"] = side.value
-    write_kinds(out / "cutouts", {c: photo for c, (photo, _) in kept.items()})
+        kept[cutout][0]["split"] = side.value
+    write_kinds(out / "cutouts", {c: Path(record["file"]) for c, (record, _) in kept.items()})
     write_as_is(out / "as-is", {c: (kept[c][1], sides[c]) for c in kept})
     copy_notices([*folders, *cut_by_frame], out)
     (out / "keying.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -131,14 +130,9 @@ def write_kinds(folder: Path, photos: dict[Path, Path]) -> None:
 
 
 def product_sides(cutouts: list[Path], also_split_with: Sequence[Path]) -> dict[Path, Split]:
-    """The side of each new cutout, judged among the other real cutout folders too."""
-    others = [
-        p
-        for folder in also_split_with
-        for p in sorted(Path(folder).rglob("*"))
-        if p.suffix.lower() in CUTOUT_SUFFIXES
-    ]
-    sides = assign_splits(cutouts + others)
+    """The side of each new cutout, judged among the other real cutout folders too (the files
+    of theirs that `train synth` takes, so the sides match what it will give)."""
+    sides = assign_splits(cutouts + load_cutouts(also_split_with))
     return {c: sides[c] for c in cutouts}
 
 
@@ -180,17 +174,8 @@ def write_as_is(out: Path, items: dict[Path, tuple[KeyedProduct, Split]]) -> Non
 
 def photo_on_white(keyed: KeyedProduct) -> tuple[np.ndarray, np.ndarray]:
     """The photo as keyed (RGB, the original pixels) and its mask, at AS_IS_MAX_SIDE at most."""
-    rgb, mask = keyed.photo, keyed.mask
-    scale = AS_IS_MAX_SIDE / max(mask.shape)
-    if scale < 1:
-        size = (round(mask.shape[1] * scale), round(mask.shape[0] * scale))
-        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        mask = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
-    return rgb, mask
-
-
-def sheet_pair(keyed: KeyedProduct) -> tuple[np.ndarray, np.ndarray]:
-    return keyed.photo, keyed.rgba
+    coverage = shrink(keyed.mask.astype(np.float32), AS_IS_MAX_SIDE)
+    return shrink(keyed.photo, AS_IS_MAX_SIDE), coverage > 0.5
 
 
 def tile_sheet(pairs: list[tuple[np.ndarray, np.ndarray]], tile: int = 220) -> np.ndarray:

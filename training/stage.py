@@ -16,6 +16,7 @@ import numpy as np
 
 from training.dataset import MANIFEST
 from training.synth import Backgrounds, load_cutouts
+from training.synth.backgrounds import shrink
 from training.synth.compose import cutout_kinds, read_cutout
 from training.synth.split import Split
 
@@ -24,14 +25,6 @@ CUTOUT_SIDE = 320
 AS_IS_SIDE = 288
 DEVVAL_SIDE = 480
 JPEG_QUALITY = 80
-
-
-def shrink(image: np.ndarray, side: int) -> np.ndarray:
-    scale = side / max(image.shape[:2])
-    if scale >= 1:
-        return image
-    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def stage_backgrounds(folder: Path, out: Path) -> int:

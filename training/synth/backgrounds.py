@@ -77,15 +77,16 @@ def load_photo(path: Path) -> np.ndarray | None:
     data = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if data is None:
         return None
-    return _shrink(cv2.cvtColor(data, cv2.COLOR_BGR2RGB))
+    return shrink(cv2.cvtColor(data, cv2.COLOR_BGR2RGB))
 
 
-def _shrink(rgb: np.ndarray) -> np.ndarray:
-    scale = PHOTO_MAX_SIDE / max(rgb.shape[:2])
-    if scale < 1:
-        size = (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale))
-        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    return rgb
+def shrink(image: np.ndarray, side: int = PHOTO_MAX_SIDE) -> np.ndarray:
+    """`image` (any channels) area-averaged down so its longest side is at most `side`."""
+    scale = side / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def skimage_photos() -> list[np.ndarray]:
@@ -102,7 +103,7 @@ def skimage_photos() -> list[np.ndarray]:
             continue
         if image.ndim == 2:
             image = np.dstack([image] * 3)
-        photos.append(_shrink(image[..., :3].astype(np.uint8)))
+        photos.append(shrink(image[..., :3].astype(np.uint8)))
     return photos
 
 

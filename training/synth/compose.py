@@ -241,13 +241,7 @@ class Compositor:
             fingers = listing.finger_layer(rng, height, width, alpha)
             scene = fingers[..., :3] + scene * (1 - fingers[..., 3:4])
             alpha = alpha * (1 - fingers[..., 3])  # what of the piece is still seen
-        effects: dict[str, Any] = {}
-        if "phone" in styles:
-            scene, effects = listing.phone_look(rng, scene)
-        if self.degrade:
-            image, degradations = degrade(rng, scene)
-        else:
-            image, degradations = (np.clip(scene, 0, 1) * 255 + 0.5).astype(np.uint8), {}
+        image, effects = self.photograph(rng, scene, styles)
         mask = alpha > 0.5
         info = {
             "kind": kinds[0] if len(set(kinds)) == 1 else "set",
@@ -256,7 +250,6 @@ class Compositor:
             "styles": sorted(styles),
             "coverage": round(float(mask.mean()), 5),
             **effects,
-            **degradations,
         }
         return Sample(image, mask, alpha, info)
 
@@ -264,14 +257,7 @@ class Compositor:
         """A frame with no jewellery (a listing-style background, degraded alike), empty mask."""
         styles = listing.pick_styles(rng) if self.listing_styles else set()
         background, background_kind = self.background(rng, height, width, styles)
-        effects: dict[str, Any] = {}
-        if "phone" in styles:
-            background, effects = listing.phone_look(rng, background)
-        image, degradations = (
-            degrade(rng, background)
-            if self.degrade
-            else ((np.clip(background, 0, 1) * 255 + 0.5).astype(np.uint8), {})
-        )
+        image, effects = self.photograph(rng, background, styles)
         empty = np.zeros((height, width), bool)
         info = {
             "kind": "none",
@@ -279,9 +265,21 @@ class Compositor:
             "background": background_kind,
             "coverage": 0.0,
             **effects,
-            **degradations,
         }
         return Sample(image, empty, empty.astype(np.float32), info)
+
+    def photograph(
+        self, rng: np.random.Generator, scene: np.ndarray, styles: set[str]
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The scene (float RGB) as a camera gives it: the phone look when that style is on,
+        then the degradations (unless `degrade=False`); uint8 and what was done."""
+        effects: dict[str, Any] = {}
+        if "phone" in styles:
+            scene, effects = listing.phone_look(rng, scene)
+        if not self.degrade:
+            return (np.clip(scene, 0, 1) * 255 + 0.5).astype(np.uint8), effects
+        image, degradations = degrade(rng, scene)
+        return image, {**effects, **degradations}
 
     def pieces(
         self,

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from training.synth.backgrounds import shrink
+
 MAX_SIDE = 800
 CHROMA_OBJECT = 9.0  # Lab a/b distance from the background field
 DARK_OBJECT = 38.0  # L darker than the field, whatever the texture
@@ -131,14 +133,6 @@ def refine_edge(mask: np.ndarray, distance: np.ndarray, band: int = 2) -> np.nda
     return alpha
 
 
-def shrink(bgr: np.ndarray) -> np.ndarray:
-    scale = MAX_SIDE / max(bgr.shape[:2])
-    if scale >= 1:
-        return bgr
-    size = (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale))
-    return cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
-
-
 def decontaminate(rgb: np.ndarray, alpha: np.ndarray, background_rgb: np.ndarray) -> np.ndarray:
     """The object's own colour where alpha is partial: (I - (1 - a) B) / a."""
     a = np.maximum(alpha, 1e-3)[..., None]
@@ -153,7 +147,7 @@ def key_product(bgr: np.ndarray, frame_cut_allowed: bool = False) -> KeyedProduc
     if bgr.shape[2] == 4:  # a PNG with alpha: flatten on white, as the shop showed it
         alpha = bgr[..., 3:].astype(np.float32) / 255
         bgr = (bgr[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
-    bgr = shrink(bgr)
+    bgr = shrink(bgr, MAX_SIDE)
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
     fitted, fit_pixels = background_field(lab)
