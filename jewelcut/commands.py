@@ -171,8 +171,8 @@ def worker(
 
 
 def _preload_model(settings: Settings) -> None:
+    from jewelcut.registry import active_model_version
     from worker.chunk import get_segmenter
-    from worker.registry import active_model_version
 
     name = active_model_version(settings)
     segmenter = get_segmenter(name, settings)

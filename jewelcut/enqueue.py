@@ -54,7 +54,7 @@ def enqueue_images(
     on_batch: Callable[[int], None] | None = None,
 ) -> EnqueueSummary:
     """Record and send these images; `on_batch(n)` reports n more IDs handled."""
-    from worker.registry import active_model_version, ensure_registered
+    from jewelcut.registry import active_model_version, ensure_registered
 
     model_version = model_version or active_model_version(settings)
     ensure_registered(model_version, settings)

@@ -31,8 +31,8 @@ from sqlalchemy.engine import Connection, Engine
 from jewelcut.db import Image, Run, Segmentation, get_engine, utcnow
 from jewelcut.logs import get_logger
 from jewelcut.settings import Settings
+from jewelcut.sql import insert_ignore_many
 from producer.queueing import ChunkQueue, bulk_queue
-from producer.sql import insert_ignore_many
 
 log = get_logger(__name__)
 
@@ -450,13 +450,13 @@ def catalogue_size(
 
 
 def _active_model_version(settings: Settings) -> str:
-    from worker.registry import active_model_version
+    from jewelcut.registry import active_model_version
 
     return active_model_version(settings)
 
 
 def _ensure_model_version(settings: Settings, model_version: str) -> None:
     """The segmentations rows refer to the model_versions row: make sure it is there."""
-    from worker.registry import ensure_registered
+    from jewelcut.registry import ensure_registered
 
     ensure_registered(model_version, settings)

@@ -120,6 +120,7 @@ def backfill(
     ] = False,
 ) -> None:
     """Enqueue every catalogue image without a result for the model version (resumable)."""
+    from jewelcut.registry import UnknownModelVersion
     from producer.backfill import (
         BackfillBusy,
         BackfillOptions,
@@ -127,7 +128,6 @@ def backfill(
         catalogue_size,
         run_backfill,
     )
-    from worker.registry import UnknownModelVersion
 
     settings = _settings()
     since = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since

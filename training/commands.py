@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from jewelcut.modelcard import Flips
 from training.synth.split import Split
-from worker.model import Flips
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

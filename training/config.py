@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field
 
-from worker.model import Architecture
+from jewelcut.modelcard import Architecture
 
 CONFIG_FILE = "config.yaml"
 

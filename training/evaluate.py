@@ -18,9 +18,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from jewelcut.modelcard import GateThresholds
 from training.dataset import read_manifest, read_sample
 from worker.cleanup import clean_mask
-from worker.gate import GateThresholds, decide, score_and_gate
+from worker.gate import decide, score_and_gate
 from worker.preprocess import Preprocessor, crop_to_image
 
 GOOD_IOU = 0.90

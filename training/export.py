@@ -1,5 +1,5 @@
 """Export a trained network as a model version: `<out>/<name>/weights.safetensors` (fp16) and
-`model.json` (worker.model.ModelCard: architecture, input size, gate, metrics, calibration,
+`model.json` (jewelcut.modelcard.ModelCard: architecture, input size, gate, metrics, calibration,
 training config, data recipe, sha256), plus `model.onnx` on request."""
 
 from __future__ import annotations
@@ -14,18 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from jewelcut.modelcard import CARD_FILE, Flips, Gate, ModelCard
 from training.config import FitConfig
 from training.dataset import read_manifest
 from training.fit import load_checkpoint_network
-from worker.model import (
-    CARD_FILE,
-    Flips,
-    Gate,
-    ModelCard,
-    for_inference,
-    load_network,
-    save_network,
-)
+from worker.model import for_inference, load_network, save_network
 
 ONNX_FILE = "model.onnx"
 

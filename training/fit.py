@@ -22,9 +22,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from jewelcut.modelcard import IMAGENET_MEAN, IMAGENET_STD
 from training.config import CONFIG_FILE, FitConfig, save_config
 from training.dataset import SegmentationFolder
-from worker.model import IMAGENET_MEAN, IMAGENET_STD, build_unet
+from worker.model import build_unet
 
 LAST = "last.pt"
 BEST = "best.pt"

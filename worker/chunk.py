@@ -424,8 +424,8 @@ _segmenters_lock = threading.Lock()
 
 def get_segmenter(model_version: str, settings: Settings) -> Segmenter:
     """The process's Segmenter for this version, loaded once (lazily), not per chunk."""
+    from jewelcut.registry import resolve_model_dir
     from worker.pipeline import Segmenter
-    from worker.registry import resolve_model_dir
 
     cache_key = (model_version, str(settings.models_dir), settings.device, settings.backend)
     with _segmenters_lock:

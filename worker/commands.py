@@ -54,9 +54,9 @@ def segment(
 ) -> None:
     """Cut out the jewellery in photos on this machine (embedded; no services needed)."""
     from jewelcut.logs import configure_logging
+    from jewelcut.modelcard import ChecksumMismatch
     from jewelcut.settings import get_settings
     from worker.folder import collect_inputs, segment_folder
-    from worker.model import ChecksumMismatch
     from worker.pipeline import Segmenter
 
     settings = get_settings()

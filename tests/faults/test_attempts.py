@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from jewelcut.cli import app
 from jewelcut.db import Image, Segmentation, session_scope, utcnow
+from jewelcut.registry import active_model_version, ensure_registered
 from jewelcut.settings import Settings
 from worker.chunk import claim_chunk, count_attempt
-from worker.registry import active_model_version, ensure_registered
 
 
 def _rows_with_attempts(settings: Settings, attempts: dict[str, tuple[str, int]]) -> str:

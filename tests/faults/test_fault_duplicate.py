@@ -9,7 +9,7 @@ from collections.abc import Callable
 from harness import Rig, check_exactly_once, eventually
 
 from jewelcut.queue import send_chunk
-from worker.registry import active_model_version
+from jewelcut.registry import active_model_version
 
 PHOTOS = 8
 

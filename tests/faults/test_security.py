@@ -175,8 +175,8 @@ def test_hostile_ids_and_names_are_bound_not_spliced(distributed_settings: Setti
 
     from jewelcut.db import Image, Segmentation, get_engine, session_scope, utcnow
     from jewelcut.enqueue import enqueue_images
+    from jewelcut.registry import active_model_version, ensure_registered
     from producer.report import build_report
-    from worker.registry import active_model_version, ensure_registered
 
     version = active_model_version(distributed_settings)
     ensure_registered(version, distributed_settings)

@@ -13,10 +13,10 @@ from PIL import Image as PILImage
 
 from jewelcut.db import Segmentation
 from jewelcut.queue import queue_depth
+from jewelcut.registry import active_model_version
 from jewelcut.settings import DEFAULT_MODELS_DIR, Settings
 from jewelcut.storage import cutout_key, get_storage, preview_key, split_s3_uri
 from worker.chunk import get_segmenter
-from worker.registry import active_model_version
 
 PHOTOS = 20
 

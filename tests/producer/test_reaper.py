@@ -15,12 +15,12 @@ from sqlalchemy import select, update
 
 from jewelcut.db import Segmentation, get_engine, utcnow
 from jewelcut.queue import BULK_QUEUE, app, held_chunks
+from jewelcut.registry import ensure_registered
 from jewelcut.settings import Settings
 from producer.backfill import BackfillOptions, run_backfill
 from producer.catalogue import import_rows, rows_from_listing, storage_for_listing
 from producer.reaper import reap
 from worker.chunk import claim_images
-from worker.registry import ensure_registered
 
 pytestmark = pytest.mark.services
 

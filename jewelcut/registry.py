@@ -18,9 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from jewelcut.db import ModelVersion, session_scope
 from jewelcut.logs import get_logger
-from jewelcut.settings import Settings
-from jewelcut.storage import s3_client, split_s3_uri
-from worker.model import (
+from jewelcut.modelcard import (
     CARD_FILE,
     WEIGHTS_FILE,
     ChecksumMismatch,
@@ -28,6 +26,8 @@ from worker.model import (
     default_model_dir,
     sha256_file,
 )
+from jewelcut.settings import Settings
+from jewelcut.storage import s3_client, split_s3_uri
 
 log = get_logger(__name__)
 
