@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from itertools import islice
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from jewelcut.db import RESULT_COLUMNS, Image, Run, Segmentation, session_scope, utcnow
 from jewelcut.logs import get_logger
-from jewelcut.queue import PRIORITY_QUEUE, send_chunk
+from jewelcut.queue import ChunkQueue
+from jewelcut.registry import active_model_version, ensure_registered
 from jewelcut.settings import Settings
+from jewelcut.sql import insert_ignore_statement
 
 log = get_logger(__name__)
 BATCH_SIZE = 5000  # IDs per database round trip
@@ -47,14 +48,14 @@ class EnqueueSummary:
 def enqueue_images(
     image_ids: Iterable[str],
     settings: Settings,
+    queue: ChunkQueue,
     *,
     model_version: str | None = None,
     force: bool = False,
-    queue: str = PRIORITY_QUEUE,
     on_batch: Callable[[int], None] | None = None,
 ) -> EnqueueSummary:
-    """Record and send these images; `on_batch(n)` reports n more IDs handled."""
-    from jewelcut.registry import active_model_version, ensure_registered
+    """Record these images and send them to `queue` (the command's: the priority queue, or the
+    worker in-process); `on_batch(n)` reports n more IDs handled."""
 
     model_version = model_version or active_model_version(settings)
     ensure_registered(model_version, settings)
@@ -62,7 +63,7 @@ def enqueue_images(
     for batch in _batches(_unique(image_ids), BATCH_SIZE):
         to_send = _record_batch(batch, summary, force, settings)
         for chunk in _batches(iter(to_send), settings.chunk_size):
-            send_chunk(chunk, model_version, queue=queue, run_id=summary.run_id, settings=settings)
+            queue.send(chunk, model_version, summary.run_id)
             summary.chunks += 1
         if on_batch:
             on_batch(len(batch))
@@ -89,8 +90,6 @@ def _record_batch(
 
 
 def _insert_queued(session: Session, ids: Sequence[str], summary: EnqueueSummary) -> set[str]:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = utcnow()
     rows = [
         {
@@ -104,9 +103,10 @@ def _insert_queued(session: Session, ids: Sequence[str], summary: EnqueueSummary
         for image_id in ids
     ]
     statement = (
-        insert(Segmentation)
+        insert_ignore_statement(
+            session.connection(), Segmentation.__table__, ("image_id", "model_version")
+        )
         .values(rows)
-        .on_conflict_do_nothing(index_elements=["image_id", "model_version"])
         .returning(Segmentation.image_id)
     )
     return set(session.scalars(statement))

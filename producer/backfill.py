@@ -30,9 +30,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from jewelcut.db import Image, Run, Segmentation, get_engine, utcnow
 from jewelcut.logs import get_logger
+from jewelcut.queue import ChunkQueue
+from jewelcut.registry import active_model_version, ensure_registered
 from jewelcut.settings import Settings
 from jewelcut.sql import insert_ignore_many
-from producer.queueing import ChunkQueue, bulk_queue
 
 log = get_logger(__name__)
 
@@ -85,7 +86,8 @@ class _Page:
 def run_backfill(
     settings: Settings,
     options: BackfillOptions | None = None,
-    queue: ChunkQueue | None = None,
+    *,
+    queue: ChunkQueue,
     on_progress: Callable[[int], None] | None = None,
     on_start: Callable[[BackfillResult], None] | None = None,
 ) -> BackfillResult:
@@ -94,12 +96,11 @@ def run_backfill(
     `on_start(result)` is called once the run knows where it starts (result.cursor);
     `on_progress(n)`: n more catalogue images handled (sent in a chunk, or skipped)."""
     options = options or BackfillOptions()
-    model_version = options.model_version or _active_model_version(settings)
+    model_version = options.model_version or active_model_version(settings)
     engine = get_engine(settings.resolved_database_url)
     if options.dry_run:
         return _dry_run(engine, settings, options, model_version, on_start, on_progress)
-    queue = queue or bulk_queue(settings)
-    _ensure_model_version(settings, model_version)
+    ensure_registered(model_version, settings)  # the rows refer to its model_versions row
     with backfill_lock(engine, model_version) as run_connection:
         run_id, cursor = _start_or_resume(engine, model_version, options)
         result = BackfillResult(model_version, run_id, resumed_from=cursor, cursor=cursor)
@@ -447,16 +448,3 @@ def catalogue_size(
         query = query.where(Image.created_at >= since)
     with get_engine(settings.resolved_database_url).connect() as connection:
         return int(connection.execute(query).scalar_one())
-
-
-def _active_model_version(settings: Settings) -> str:
-    from jewelcut.registry import active_model_version
-
-    return active_model_version(settings)
-
-
-def _ensure_model_version(settings: Settings, model_version: str) -> None:
-    """The segmentations rows refer to the model_versions row: make sure it is there."""
-    from jewelcut.registry import ensure_registered
-
-    ensure_registered(model_version, settings)

@@ -26,8 +26,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from jewelcut.db import Run, Segmentation, get_engine, utcnow
 from jewelcut.logs import get_logger
+from jewelcut.queue import ChunkQueue, held_chunks, queue_depth
 from jewelcut.settings import Settings
-from producer.queueing import ChunkQueue, bulk_queue
 
 log = get_logger(__name__)
 
@@ -52,15 +52,12 @@ class _Stale:
 
 def reap(
     settings: Settings,
-    queue: ChunkQueue | None = None,
+    queue: ChunkQueue,
     now: datetime | None = None,
     batch_size: int = REAP_BATCH_SIZE,
 ) -> ReapResult:
     """One pass: re-enqueue or give up on every row past its deadline. Returns the counts."""
-    from jewelcut.queue import held_chunks, queue_depth
-
     engine = get_engine(settings.resolved_database_url)
-    queue = queue or bulk_queue(settings)
     now = now or utcnow()
     deadline = now - timedelta(seconds=settings.processing_timeout_s)
     waiting = queue_depth(settings)  # chunk messages on the priority and bulk queues

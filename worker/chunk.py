@@ -31,7 +31,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -41,6 +40,7 @@ from jewelcut.logs import get_logger, log_context
 from jewelcut.retry import with_retries
 from jewelcut.settings import Settings, get_settings
 from jewelcut.sources import fetch_source
+from jewelcut.sql import upsert_statement
 from jewelcut.storage import Storage, cutout_key, get_storage, preview_key
 
 if TYPE_CHECKING:
@@ -334,13 +334,13 @@ def record_outcomes(
     finished_at = utcnow()
     rows = [_result_row(outcome, model_version, finished_at) for outcome in outcomes]
     with session_scope(settings.resolved_database_url) as session:
-        insert = _insert_for(session)
-        statement = insert(Segmentation).values(rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=["image_id", "model_version"],
-            set_={column: statement.excluded[column] for column in UPSERTED_COLUMNS},
+        statement = upsert_statement(
+            session.connection(),
+            Segmentation.__table__,
+            ("image_id", "model_version"),
+            UPSERTED_COLUMNS,
         )
-        session.execute(statement)
+        session.execute(statement.values(rows))
 
 
 def _result_row(outcome: ImageOutcome, model_version: str, finished_at: Any) -> dict[str, Any]:
@@ -362,11 +362,6 @@ def _result_row(outcome: ImageOutcome, model_version: str, finished_at: Any) -> 
         "finished_at": finished_at,
         "timings": {stage: round(seconds, 6) for stage, seconds in outcome.timings.items()},
     }
-
-
-def _insert_for(session: Session) -> Callable[..., Any]:
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def _count(summary: ChunkSummary, outcomes: Sequence[ImageOutcome]) -> None:

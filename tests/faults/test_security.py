@@ -175,6 +175,7 @@ def test_hostile_ids_and_names_are_bound_not_spliced(distributed_settings: Setti
 
     from jewelcut.db import Image, Segmentation, get_engine, session_scope, utcnow
     from jewelcut.enqueue import enqueue_images
+    from jewelcut.queue import CeleryChunkQueue
     from jewelcut.registry import active_model_version, ensure_registered
     from producer.report import build_report
 
@@ -187,7 +188,7 @@ def test_hostile_ids_and_names_are_bound_not_spliced(distributed_settings: Setti
         session.add(done)
         done.decision, done.finished_at = "accepted", utcnow()
     hostile = ["x'); DROP TABLE images; --", "1' OR '1'='1", "kept' --"]
-    summary = enqueue_images(hostile, distributed_settings)
+    summary = enqueue_images(hostile, distributed_settings, CeleryChunkQueue(distributed_settings))
     assert (summary.unknown, summary.queued, summary.chunks) == (3, 0, 0)
     assert len(build_report(distributed_settings).overall) == 1
     assert build_report(distributed_settings, model_version="v' OR '1'='1").overall == []
