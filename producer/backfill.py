@@ -10,6 +10,11 @@ thread. The cursor in the runs table moves only after a chunk is sent, so a cras
 resumed, sends what it had not sent and nothing it had. A redelivered chunk is harmless anyway:
 the worker skips done rows and rows another delivery holds.
 
+A run that fails part way (the broker went away) ends `failed` with its error. It erases no
+result (it only inserts rows for images that have none); the rows it recorded and did not send
+stay `queued`: the next backfill resumes the run and sends them, and the reaper sends them once
+their message is overdue.
+
 Backpressure: before each chunk the run waits while the bulk queue holds more than
 settings.backfill_max_queued_chunks messages (0 turns it off).
 """
@@ -28,7 +33,7 @@ from datetime import datetime
 from sqlalchemy import Select, and_, case, func, literal, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
-from jewelcut.db import Image, Run, Segmentation, get_engine, utcnow
+from jewelcut.db import Image, Run, Segmentation, get_engine, run_error, utcnow
 from jewelcut.logs import get_logger
 from jewelcut.queue import ChunkQueue
 from jewelcut.registry import active_model_version, ensure_registered
@@ -109,9 +114,9 @@ def run_backfill(
         started = time.perf_counter()
         try:
             _walk(engine, run_connection, settings, options, queue, result, on_progress)
-        except BaseException:
+        except BaseException as error:
             with suppress(Exception):  # the database may be what failed: keep the first error
-                _finish_run(engine, run_id, "failed")
+                _finish_run(engine, run_id, "failed", run_error(error))
             raise
         finally:
             result.seconds = time.perf_counter() - started
@@ -373,10 +378,12 @@ def _recorded_options(options: BackfillOptions) -> dict[str, object]:
     }
 
 
-def _finish_run(engine: Engine, run_id: int | None, status: str) -> None:
+def _finish_run(engine: Engine, run_id: int | None, status: str, error: str | None = None) -> None:
     with engine.begin() as connection:
         connection.execute(
-            update(Run).where(Run.id == run_id).values(status=status, finished_at=utcnow())
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status=status, error=error, finished_at=utcnow())
         )
 
 

@@ -35,7 +35,15 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from jewelcut import metrics
-from jewelcut.db import RESULT_COLUMNS, Image, Segmentation, session_scope, utcnow
+from jewelcut.db import (
+    RESULT_COLUMNS,
+    TOO_MANY_ATTEMPTS,
+    Image,
+    Segmentation,
+    given_up_values,
+    session_scope,
+    utcnow,
+)
 from jewelcut.logs import get_logger, log_context
 from jewelcut.retry import with_retries
 from jewelcut.settings import Settings, get_settings
@@ -52,7 +60,6 @@ UPSERTED_COLUMNS = ("status", *RESULT_COLUMNS)
 log = get_logger(__name__)
 T = TypeVar("T")
 DATABASE_RETRY_DELAYS_S = (1, 2, 4, 8, 15, 30)  # rides out a Postgres restart
-TOO_MANY_ATTEMPTS = "too_many_attempts"  # the reason the reaper gives too (producer.reaper)
 
 
 @dataclass
@@ -206,13 +213,7 @@ def _give_up(where: ColumnElement[bool], max_attempts: int, now: datetime) -> An
     return (
         update(Segmentation)
         .where(where)
-        .values(
-            status="failed",
-            decision=None,
-            reason=TOO_MANY_ATTEMPTS,
-            error=f"{TOO_MANY_ATTEMPTS}: still unfinished after {max_attempts} attempts",
-            finished_at=now,
-        )
+        .values(**given_up_values(max_attempts, now))
         .returning(Segmentation.image_id)
         .execution_options(synchronize_session=False)
     )
