@@ -76,6 +76,12 @@ class Preset(BaseModel):
     synth: SynthConfig
     fit: FitConfig
 
+    def fit_on(self, data: Path) -> FitConfig:
+        """The preset's run on a dataset its synth wrote (`data`/train, `data`/val)."""
+        return self.fit.model_copy(
+            update={"train_data": [str(data / "train")], "val_data": str(data / "val")}
+        )
+
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
