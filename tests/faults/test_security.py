@@ -20,7 +20,7 @@ PRODUCT_PACKAGES = ("jewelcut", "worker", "producer", "training")
 CREDENTIAL_NAMES = re.compile(r"(PASSWORD|SECRET_ACCESS_KEY|ACCESS_KEY_ID)$", re.IGNORECASE)
 # SQL built with an f-string whose interpolated parts are identifiers from the code itself (view
 # names, the schema's table and column names), never input; the values are bound.
-FORMATTED_SQL_ALLOWED = {("producer/report.py", "_view"), ("producer/sql.py", "insert_ignore_many")}
+FORMATTED_SQL_ALLOWED = {("producer/report.py", "_view"), ("jewelcut/sql.py", "insert_ignore_many")}
 
 
 def _product_sources() -> list[Path]:
