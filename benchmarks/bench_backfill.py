@@ -24,7 +24,7 @@ import redis
 from jewelcut.migrate import upgrade
 from jewelcut.settings import Settings
 from producer.backfill import BackfillOptions, run_backfill
-from producer.queueing import BulkQueue
+from producer.queueing import chunk_queue
 
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 REDIS_SERVER = "redis://127.0.0.1:6379"
@@ -132,7 +132,7 @@ def main() -> None:
 
         rss_before = rss_mib()
         result = run_backfill(
-            settings, BackfillOptions(), queue=BulkQueue(settings), on_progress=sample
+            settings, BackfillOptions(), queue=chunk_queue(settings), on_progress=sample
         )
         samples.append((handled, time.perf_counter() - started, rss_mib()))
         in_redis = redis.Redis.from_url(redis_url).llen("bulk")

@@ -108,8 +108,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def default_or_random_model(models_dir: Path, input_size: int) -> Path:
+    from jewelcut.modelcard import default_model_dir
     from jewelcut.settings import DEFAULT_MODELS_DIR
-    from worker.model import default_model_dir, save_random_init
+    from worker.model import save_random_init
 
     try:
         return default_model_dir(DEFAULT_MODELS_DIR)

@@ -111,7 +111,7 @@ def catalogue(settings: Settings, args: argparse.Namespace, version: str) -> str
     from sqlalchemy import insert
 
     from jewelcut.db import Image, Segmentation, session_scope, utcnow
-    from worker.registry import ensure_registered
+    from jewelcut.registry import ensure_registered
 
     folder = generate_photos(settings.storage_root / "sources", args.distinct, args.photo_size)
     photos = sorted(path.as_uri() for path in folder.glob("*.jpg"))

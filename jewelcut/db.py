@@ -32,7 +32,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 STATUSES = ("queued", "processing", "done", "failed")
 UNFINISHED = ("queued", "processing")
-# What a worker records about one image (besides its status); a reset row forgets them all.
+# What a worker records about one image (besides its status). A row queued again keeps them
+# until its new result (or failure) is recorded over them.
 RESULT_COLUMNS = (
     "decision",
     "reason",
@@ -50,8 +51,23 @@ RESULT_COLUMNS = (
 )
 
 
+TOO_MANY_ATTEMPTS = "too_many_attempts"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def given_up_values(max_attempts: int, now: datetime) -> dict[str, Any]:
+    """A row's values once it is given up on (worker claim or reaper): a recorded failure, over
+    whatever result it had before."""
+    return {
+        **dict.fromkeys(RESULT_COLUMNS),
+        "status": "failed",
+        "reason": TOO_MANY_ATTEMPTS,
+        "error": f"{TOO_MANY_ATTEMPTS}: still unfinished after {max_attempts} attempts",
+        "finished_at": now,
+    }
 
 
 class Base(DeclarativeBase):
@@ -146,6 +162,12 @@ class Run(Base):
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)  # why a failed run stopped
+
+
+def run_error(error: BaseException) -> str:
+    """What a failed run's `error` says: the exception, on one line."""
+    return " ".join(f"{type(error).__name__}: {error}".split())[:1000]
 
 
 @lru_cache(maxsize=8)

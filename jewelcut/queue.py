@@ -1,11 +1,13 @@
-"""The Celery app, its queues and the one way to enqueue a chunk (`send_chunk`).
+"""The Celery app, its queues and the one way to send a chunk: a `ChunkQueue`.
 
 Redis is only the transport: Postgres is the source of truth. Messages are acknowledged after the
 task ran (acks_late) and given back when a worker dies (reject_on_worker_lost), each worker takes
 one message at a time (prefetch 1), and the visibility timeout is above the slowest chunk so Redis
 does not hand a running chunk to a second worker.
 
-In embedded mode (no broker URL) `send_chunk` runs the chunk in-process, synchronously.
+Whoever sends chunks (admin enqueue, the backfill, the reaper) is handed a ChunkQueue by its
+command: `CeleryChunkQueue` here, or in embedded mode (no broker URL) the worker's
+`worker.inprocess.InProcessChunkQueue`, which runs each chunk in-process, synchronously.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery
 from celery.schedules import crontab
@@ -109,29 +111,31 @@ def configure_app(settings: Settings) -> Celery:
     return app
 
 
-def send_chunk(
-    image_ids: Sequence[str],
-    model_version: str,
-    *,
-    queue: str = BULK_QUEUE,
-    run_id: int | None = None,
-    settings: Settings | None = None,
-) -> str | None:
-    """Enqueue one chunk; returns the task id, or None when it ran in-process (embedded)."""
-    settings = settings or get_settings()
-    if queue not in CHUNK_QUEUES:
-        raise ValueError(f"unknown chunk queue {queue!r}; expected one of {CHUNK_QUEUES}")
-    args = [list(image_ids), model_version, run_id]
-    if settings.embedded:
-        # send_task ignores task_always_eager: call the task's body directly.
-        from worker.chunk import run_chunk
+class ChunkQueue(Protocol):
+    """Where chunks go: sends never touch the database (callers record the rows first)."""
 
-        run_chunk(list(image_ids), model_version, run_id=run_id, settings=settings)
-        return None
-    if app.conf.broker_url != settings.broker_url:
-        configure_app(settings)
-    result = app.send_task(CHUNK_TASK, args=args, queue=queue)
-    return result.id
+    def send(self, image_ids: Sequence[str], model_version: str, run_id: int | None) -> None: ...
+
+    def depth(self) -> int:
+        """Chunks waiting in the queue (0 where it cannot be known, e.g. embedded mode)."""
+        ...
+
+
+class CeleryChunkQueue:
+    """One of the broker's chunk queues: `bulk` (backfill, reaper) or `priority` (admin)."""
+
+    def __init__(self, settings: Settings, name: str = BULK_QUEUE) -> None:
+        if name not in CHUNK_QUEUES:
+            raise ValueError(f"unknown chunk queue {name!r}; expected one of {CHUNK_QUEUES}")
+        self.settings, self.name = settings, name
+
+    def send(self, image_ids: Sequence[str], model_version: str, run_id: int | None) -> None:
+        if app.conf.broker_url != self.settings.broker_url:
+            configure_app(self.settings)
+        app.send_task(CHUNK_TASK, args=[list(image_ids), model_version, run_id], queue=self.name)
+
+    def depth(self) -> int:
+        return queue_depth(self.settings, (self.name,))
 
 
 def queue_depth(

@@ -10,6 +10,11 @@ thread. The cursor in the runs table moves only after a chunk is sent, so a cras
 resumed, sends what it had not sent and nothing it had. A redelivered chunk is harmless anyway:
 the worker skips done rows and rows another delivery holds.
 
+A run that fails part way (the broker went away) ends `failed` with its error. It erases no
+result (it only inserts rows for images that have none); the rows it recorded and did not send
+stay `queued`: the next backfill resumes the run and sends them, and the reaper sends them once
+their message is overdue.
+
 Backpressure: before each chunk the run waits while the bulk queue holds more than
 settings.backfill_max_queued_chunks messages (0 turns it off).
 """
@@ -28,11 +33,12 @@ from datetime import datetime
 from sqlalchemy import Select, and_, case, func, literal, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
-from jewelcut.db import Image, Run, Segmentation, get_engine, utcnow
+from jewelcut.db import Image, Run, Segmentation, get_engine, run_error, utcnow
 from jewelcut.logs import get_logger
+from jewelcut.queue import ChunkQueue
+from jewelcut.registry import active_model_version, ensure_registered
 from jewelcut.settings import Settings
-from producer.queueing import ChunkQueue, bulk_queue
-from producer.sql import insert_ignore_many
+from jewelcut.sql import insert_ignore_many
 
 log = get_logger(__name__)
 
@@ -85,7 +91,8 @@ class _Page:
 def run_backfill(
     settings: Settings,
     options: BackfillOptions | None = None,
-    queue: ChunkQueue | None = None,
+    *,
+    queue: ChunkQueue,
     on_progress: Callable[[int], None] | None = None,
     on_start: Callable[[BackfillResult], None] | None = None,
 ) -> BackfillResult:
@@ -94,12 +101,11 @@ def run_backfill(
     `on_start(result)` is called once the run knows where it starts (result.cursor);
     `on_progress(n)`: n more catalogue images handled (sent in a chunk, or skipped)."""
     options = options or BackfillOptions()
-    model_version = options.model_version or _active_model_version(settings)
+    model_version = options.model_version or active_model_version(settings)
     engine = get_engine(settings.resolved_database_url)
     if options.dry_run:
         return _dry_run(engine, settings, options, model_version, on_start, on_progress)
-    queue = queue or bulk_queue(settings)
-    _ensure_model_version(settings, model_version)
+    ensure_registered(model_version, settings)  # the rows refer to its model_versions row
     with backfill_lock(engine, model_version) as run_connection:
         run_id, cursor = _start_or_resume(engine, model_version, options)
         result = BackfillResult(model_version, run_id, resumed_from=cursor, cursor=cursor)
@@ -108,9 +114,9 @@ def run_backfill(
         started = time.perf_counter()
         try:
             _walk(engine, run_connection, settings, options, queue, result, on_progress)
-        except BaseException:
+        except BaseException as error:
             with suppress(Exception):  # the database may be what failed: keep the first error
-                _finish_run(engine, run_id, "failed")
+                _finish_run(engine, run_id, "failed", run_error(error))
             raise
         finally:
             result.seconds = time.perf_counter() - started
@@ -372,10 +378,12 @@ def _recorded_options(options: BackfillOptions) -> dict[str, object]:
     }
 
 
-def _finish_run(engine: Engine, run_id: int | None, status: str) -> None:
+def _finish_run(engine: Engine, run_id: int | None, status: str, error: str | None = None) -> None:
     with engine.begin() as connection:
         connection.execute(
-            update(Run).where(Run.id == run_id).values(status=status, finished_at=utcnow())
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status=status, error=error, finished_at=utcnow())
         )
 
 
@@ -447,16 +455,3 @@ def catalogue_size(
         query = query.where(Image.created_at >= since)
     with get_engine(settings.resolved_database_url).connect() as connection:
         return int(connection.execute(query).scalar_one())
-
-
-def _active_model_version(settings: Settings) -> str:
-    from worker.registry import active_model_version
-
-    return active_model_version(settings)
-
-
-def _ensure_model_version(settings: Settings, model_version: str) -> None:
-    """The segmentations rows refer to the model_versions row: make sure it is there."""
-    from worker.registry import ensure_registered
-
-    ensure_registered(model_version, settings)

@@ -22,8 +22,8 @@ from sqlalchemy.engine import Connection
 from jewelcut.db import Image, get_engine, utcnow
 from jewelcut.logs import get_logger
 from jewelcut.settings import Settings
+from jewelcut.sql import upsert_statement
 from jewelcut.storage import LocalStorage, S3Storage, Storage, s3_client
-from producer.sql import upsert_statement
 
 log = get_logger(__name__)
 

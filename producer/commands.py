@@ -1,5 +1,6 @@
 """CLI commands of the producer (registered on the root app by jewelcut.cli): `catalogue import`,
-`backfill`, `reap`, `report` and `demo`. No torch here: `demo` loads it inside its body."""
+`enqueue`, `backfill`, `reap`, `report` and `demo`. No torch here: `demo` loads it inside its
+body. Each command hands what it runs its chunk queue (producer.queueing.chunk_queue)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from jewelcut.settings import Settings, get_settings
 from producer.progress import progress_bar
+from producer.queueing import chunk_queue
 
 if TYPE_CHECKING:
     from producer.catalogue import ImportSummary
@@ -28,6 +30,7 @@ catalogue_app = typer.Typer(help="The catalogue of listing photos.", no_args_is_
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
     app.add_typer(catalogue_app, name="catalogue")
+    app.command("enqueue")(enqueue)
     app.command("backfill")(backfill)
     app.command("reap")(reap)
     app.command("report")(report)
@@ -104,6 +107,71 @@ def _print_import_summary(summary: ImportSummary) -> None:
         console.print(f"[red]invalid[/red] {message}")
 
 
+# --- admin enqueue ---------------------------------------------------------------------------
+
+
+def enqueue(
+    image_ids: Annotated[
+        list[str] | None, typer.Argument(help="Image IDs; '-' reads them from stdin.")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="A file of image IDs, one a line.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Reprocess images already done or failed.")] = False,
+    model_version: Annotated[
+        str | None, typer.Option(help="Model version; default: the active one.")
+    ] = None,
+) -> None:
+    """Record chosen images as queued and send them to the priority queue (idempotent)."""
+    from jewelcut.enqueue import enqueue_images
+    from jewelcut.queue import PRIORITY_QUEUE
+
+    settings = _settings()
+    ids, total = _image_ids(image_ids or [], file)
+    try:
+        with progress_bar("enqueue", total) as bar:
+            summary = enqueue_images(
+                ids,
+                settings,
+                chunk_queue(settings, PRIORITY_QUEUE),
+                model_version=model_version,
+                force=force,
+                on_batch=bar.advance,
+            )
+    except (LookupError, FileNotFoundError) as error:  # no such model version
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(code=2) from error
+    console.print(
+        f"run {summary.run_id} ({summary.model_version}): {summary.requested} IDs, "
+        f"{summary.queued} queued, {summary.reset} reset, "
+        f"{summary.already_recorded} already recorded, {summary.unknown} unknown; "
+        f"{summary.chunks} chunks sent to the priority queue"
+        + (" (run in-process: embedded mode)" if settings.embedded else ""),
+        soft_wrap=True,
+    )
+    if summary.unknown and not summary.sent:
+        raise typer.Exit(code=1)
+
+
+def _image_ids(arguments: list[str], file: Path | None) -> tuple[Iterator[str], int | None]:
+    """The IDs to enqueue and how many there are (None when read from stdin)."""
+    if file is not None:
+        with file.open() as handle:
+            total = sum(1 for _ in handle)
+        return _lines(file), total
+    if arguments == ["-"]:
+        return (line for line in sys.stdin), None
+    if not arguments:
+        raise typer.BadParameter("give image IDs, --file F, or '-' to read stdin")
+    return iter(arguments), len(arguments)
+
+
+def _lines(path: Path) -> Iterator[str]:
+    """A file's lines, streamed (a list of millions of IDs never sits in memory at once)."""
+    with path.open() as handle:
+        yield from handle
+
+
 # --- backfill --------------------------------------------------------------------------------
 
 
@@ -120,6 +188,7 @@ def backfill(
     ] = False,
 ) -> None:
     """Enqueue every catalogue image without a result for the model version (resumable)."""
+    from jewelcut.registry import UnknownModelVersion
     from producer.backfill import (
         BackfillBusy,
         BackfillOptions,
@@ -127,7 +196,6 @@ def backfill(
         catalogue_size,
         run_backfill,
     )
-    from worker.registry import UnknownModelVersion
 
     settings = _settings()
     since = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
@@ -138,7 +206,13 @@ def backfill(
 
     try:
         with progress_bar("backfill" + (" (dry run)" if dry_run else ""), None) as bar:
-            result = run_backfill(settings, options, on_start=on_start, on_progress=bar.advance)
+            result = run_backfill(
+                settings,
+                options,
+                queue=chunk_queue(settings),
+                on_start=on_start,
+                on_progress=bar.advance,
+            )
     except BackfillBusy as busy:
         console.print(f"[yellow]{busy}[/yellow]")
         raise typer.Exit(1) from busy
@@ -169,7 +243,7 @@ def reap() -> None:
     from producer.reaper import reap as reap_once
 
     settings = _settings()
-    result = reap_once(settings)
+    result = reap_once(settings, chunk_queue(settings))
     console.print(
         f"re-enqueued {result.requeued} images in {result.chunks} chunks; "
         f"{result.failed} ended failed (too_many_attempts)"

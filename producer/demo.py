@@ -129,9 +129,10 @@ def _import(settings: Settings, folder: Path, console: Console) -> None:
 
 def _backfill(settings: Settings, images: int, console: Console) -> None:
     from producer.backfill import run_backfill
+    from producer.queueing import chunk_queue
 
     with progress_bar("backfill (segmenting in-process)", images) as bar:
-        backfilled = run_backfill(settings, on_progress=bar.advance)
+        backfilled = run_backfill(settings, queue=chunk_queue(settings), on_progress=bar.advance)
     console.print(
         f"backfill: {backfilled.enqueued} images in {backfilled.chunks} chunks "
         f"for model version {backfilled.model_version}, {backfilled.seconds:.1f}s "

@@ -11,28 +11,39 @@ already been tried settings.max_attempts times: then they end `failed` with reas
 claims an image.
 
 Rows are taken in batches (FOR UPDATE SKIP LOCKED on Postgres, so two reapers never take the same
-row), marked in the same transaction, and sent after it commits. If the reaper dies before
-sending, the rows carry a fresh enqueued_at and the next pass after the deadline takes them again.
+row), marked in the same transaction, and sent after it commits. Marking a row only changes its
+status, enqueued_at, started_at and run: a result it had (a forced reprocess) stays until the
+worker records the new one. If the reaper dies or the broker goes away before sending, the rows
+carry a fresh enqueued_at and the next pass after the deadline takes them again; the pass's
+runs row ends `failed` with the error (`finished` once its chunks are sent).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from jewelcut.db import Run, Segmentation, get_engine, utcnow
+from jewelcut.db import (
+    TOO_MANY_ATTEMPTS,
+    Run,
+    Segmentation,
+    get_engine,
+    given_up_values,
+    run_error,
+    utcnow,
+)
 from jewelcut.logs import get_logger
+from jewelcut.queue import ChunkQueue, held_chunks, queue_depth
 from jewelcut.settings import Settings
-from producer.queueing import ChunkQueue, bulk_queue
 
 log = get_logger(__name__)
 
 REAP_BATCH_SIZE = 1000
-GAVE_UP = "too_many_attempts"
 
 
 @dataclass
@@ -52,15 +63,12 @@ class _Stale:
 
 def reap(
     settings: Settings,
-    queue: ChunkQueue | None = None,
+    queue: ChunkQueue,
     now: datetime | None = None,
     batch_size: int = REAP_BATCH_SIZE,
 ) -> ReapResult:
     """One pass: re-enqueue or give up on every row past its deadline. Returns the counts."""
-    from jewelcut.queue import held_chunks, queue_depth
-
     engine = get_engine(settings.resolved_database_url)
-    queue = queue or bulk_queue(settings)
     now = now or utcnow()
     deadline = now - timedelta(seconds=settings.processing_timeout_s)
     waiting = queue_depth(settings)  # chunk messages on the priority and bulk queues
@@ -75,8 +83,7 @@ def reap(
         if not requeue and not gave_up:
             break
         result.failed += len(gave_up)
-        for model_version, image_ids in requeue.items():
-            _send(queue, settings, model_version, image_ids, result)
+        _send_batch(engine, queue, settings, requeue, result)
     if result.requeued or result.failed:
         log.info(
             "reaper pass",
@@ -95,7 +102,8 @@ def _take_batch(
     held: list[tuple[list[str], str]],
 ) -> tuple[dict[str, list[str]], list[_Stale]]:
     """Mark one batch of stale rows (queued again with enqueued_at = now, or failed) and return
-    what to send. Marked rows are no longer past the deadline, so the next batch is new rows."""
+    what to send: {model_version: (run_id, image_ids)}. Marked rows are no longer past the
+    deadline, so the next batch is new rows."""
     with engine.begin() as connection:
         stale = [
             _Stale(row.image_id, row.model_version, row.attempts)
@@ -104,18 +112,17 @@ def _take_batch(
             )
         ]
         gave_up = [row for row in stale if row.attempts >= settings.max_attempts]
-        requeue: dict[str, list[str]] = defaultdict(list)
-        for row in stale:
-            if row.attempts < settings.max_attempts:
-                requeue[row.model_version].append(row.image_id)
+        requeue: dict[str, tuple[int, list[str]]] = {}
         for model_version, image_ids in _by_version(gave_up).items():
             _give_up(connection, model_version, image_ids, settings.max_attempts, now)
-        for model_version, image_ids in requeue.items():
+        to_send = [row for row in stale if row.attempts < settings.max_attempts]
+        for model_version, image_ids in _by_version(to_send).items():
             run_id = _record_run(
                 connection, model_version, len(image_ids), settings.chunk_size, now
             )
             _mark_queued(connection, model_version, image_ids, run_id, now)
-    return dict(requeue), gave_up
+            requeue[model_version] = (run_id, image_ids)
+    return requeue, gave_up
 
 
 def _stale_query(
@@ -182,18 +189,16 @@ def _give_up(
     connection.execute(
         update(Segmentation.__table__)
         .where(_unfinished(model_version, image_ids))
-        .values(
-            status="failed",
-            reason=GAVE_UP,
-            decision=None,
-            error=f"{GAVE_UP}: still unfinished after {max_attempts} attempts",
-            finished_at=now,
-        )
+        .values(**given_up_values(max_attempts, now))
     )
     for image_id in image_ids:
         log.warning(
             "image failed: too many attempts",
-            extra={"image_id": image_id, "model_version": model_version, "reason": GAVE_UP},
+            extra={
+                "image_id": image_id,
+                "model_version": model_version,
+                "reason": TOO_MANY_ATTEMPTS,
+            },
         )
 
 
@@ -210,22 +215,52 @@ def _mark_queued(
 def _record_run(
     connection: Connection, model_version: str, images: int, chunk_size: int, now: datetime
 ) -> int:
-    """A reaper pass that re-enqueues anything leaves a runs row, one per model version."""
+    """A reaper pass that re-enqueues anything leaves a runs row, one per model version: running
+    until its chunks are sent."""
     return connection.execute(
         Run.__table__.insert()
         .values(
             kind="reaper",
             model_version=model_version,
-            status="finished",
+            status="running",
             enqueued=images,
             skipped=0,
             chunks=-(-images // chunk_size),
             options={},
             started_at=now,
-            finished_at=now,
         )
         .returning(Run.id)
     ).scalar_one()
+
+
+def _send_batch(
+    engine: Engine,
+    queue: ChunkQueue,
+    settings: Settings,
+    requeue: dict[str, tuple[int, list[str]]],
+    result: ReapResult,
+) -> None:
+    """Send each model version's chunks and end its run: finished, or failed with the error
+    (it and the runs after it); what was not sent waits, queued, for the next pass."""
+    unsent = {run_id for run_id, _ in requeue.values()}
+    try:
+        for model_version, (run_id, image_ids) in requeue.items():
+            _send(queue, settings, model_version, image_ids, result)
+            _end_runs(engine, [run_id], "finished")
+            unsent.discard(run_id)
+    except BaseException as error:
+        with suppress(Exception):  # the database may be what failed: keep the first error
+            _end_runs(engine, sorted(unsent), "failed", run_error(error))
+        raise
+
+
+def _end_runs(engine: Engine, run_ids: list[int], status: str, error: str | None = None) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            update(Run.__table__)
+            .where(Run.__table__.c.id.in_(run_ids))
+            .values(status=status, error=error, finished_at=utcnow())
+        )
 
 
 def _send(

@@ -10,6 +10,7 @@ from jewelcut.logs import get_logger
 from jewelcut.queue import BACKFILL_TASK, REAP_TASK, app
 from jewelcut.settings import get_settings
 from producer.backfill import BackfillBusy, BackfillOptions, run_backfill
+from producer.queueing import chunk_queue
 from producer.reaper import reap
 
 log = get_logger(__name__)
@@ -19,8 +20,11 @@ log = get_logger(__name__)
 def backfill_task(model_version: str | None = None, limit: int | None = None) -> dict[str, Any]:
     """The nightly backfill. acks_late off: a backfill killed half way is resumed from its cursor
     by the next run, not redelivered to a second producer while the first may still be alive."""
+    settings = get_settings()
     try:
-        result = run_backfill(get_settings(), BackfillOptions(model_version, limit))
+        result = run_backfill(
+            settings, BackfillOptions(model_version, limit), queue=chunk_queue(settings)
+        )
     except BackfillBusy as busy:
         log.warning("backfill skipped: already running", extra={"detail": str(busy)})
         return {"skipped": str(busy)}
@@ -34,5 +38,6 @@ def backfill_task(model_version: str | None = None, limit: int | None = None) ->
 
 @app.task(name=REAP_TASK, ignore_result=True, acks_late=False)
 def reap_task() -> dict[str, int]:
-    result = reap(get_settings())
+    settings = get_settings()
+    result = reap(settings, chunk_queue(settings))
     return {"requeued": result.requeued, "failed": result.failed}

@@ -95,8 +95,9 @@ def parse_args() -> argparse.Namespace:
 
 def model_for_check(work: Path, input_size: int) -> Path:
     """The shipped default; a random-init Unet when none is shipped (fine for plumbing)."""
+    from jewelcut.modelcard import default_model_dir
     from jewelcut.settings import DEFAULT_MODELS_DIR
-    from worker.model import default_model_dir, save_random_init
+    from worker.model import save_random_init
 
     try:
         return default_model_dir(DEFAULT_MODELS_DIR)

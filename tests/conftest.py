@@ -259,7 +259,7 @@ def test_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def test_model_name(test_models_dir: Path) -> str:
-    from worker.model import ModelCard, default_model_dir
+    from jewelcut.modelcard import ModelCard, default_model_dir
 
     return ModelCard.read(default_model_dir(test_models_dir)).name
 

@@ -11,19 +11,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from jewelcut.modelcard import Flips
 from training.synth.split import Split
-from worker.model import Flips
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
-    import numpy as np
-
+    from jewelcut.modelcard import ModelCard
     from training.config import FitConfig, Preset
     from training.dataset import DataRecipe
-    from training.evaluate import ImageResult
     from training.fit import Trainer
-    from worker.preprocess import Preprocessor
 
 console = Console()
 train_app = typer.Typer(
@@ -104,7 +99,7 @@ def synth(
     preset: PresetOption = None,
 ) -> None:
     """Write composites (images/, masks/, manifest.json); a preset writes train/, val/, heldout/."""
-    from training.dataset import DataRecipe
+    from training.dataset import DataRecipe, preset_recipes
 
     chosen = preset_or_exit(preset)
     common = {
@@ -118,27 +113,9 @@ def synth(
         "no_object": no_object,
     }
     if chosen is None:
-        recipe = DataRecipe(count, height or size, width or size, seed, **common)
-        write_sets({out: recipe}, preview)
-        return
-    s = chosen.synth
-    recipes = {
-        out / "train": DataRecipe(
-            s.train_count, s.size, s.size, s.train_seed, object_size=s.object_size, **common
-        ),
-        out / "val": DataRecipe(
-            s.val_count, s.size, s.size, s.val_seed, object_size=s.object_size, **common
-        ),
-        out / "heldout": DataRecipe(
-            s.eval_count,
-            s.eval_height,
-            s.eval_width,
-            s.eval_seed,
-            object_size=s.object_size,
-            **common,
-        ),
-    }
-    write_sets(recipes, preview)
+        write_sets({out: DataRecipe(count, height or size, width or size, seed, **common)}, preview)
+    else:
+        write_sets(preset_recipes(out, chosen.synth, **common), preview)
 
 
 def write_sets(recipes: dict[Path, DataRecipe], preview: bool) -> None:
@@ -257,7 +234,10 @@ def fit(
     fit_config = fit_config.model_copy(
         update={name: value for name, value in overrides.items() if value is not None}
     )
-    trainer = train_with_progress(fit_config, run_dir, resume)
+    print_fitted(train_with_progress(fit_config, run_dir, resume))
+
+
+def print_fitted(trainer: Trainer) -> None:
     state = trainer.state
     console.print(
         f"[green]done[/] step {state.step}, loss {state.last_loss:.4f}, best val IoU "
@@ -278,9 +258,7 @@ def resolve_fit_config(
     chosen = preset_or_exit(preset)
     if chosen is None or data is None:
         raise typer.BadParameter("give --config FILE, or --preset NAME with --data FOLDER")
-    return chosen.fit.model_copy(
-        update={"train_data": [str(data / "train")], "val_data": str(data / "val")}
-    )
+    return chosen.fit_on(data)
 
 
 def train_with_progress(fit_config: FitConfig, run_dir: Path, resume: bool) -> Trainer:
@@ -320,91 +298,35 @@ def evaluate(
 ) -> None:
     """IoU, boundary IoU, by size and kind; accept rate and accepted precision at the model's
     gate; risk-coverage and the threshold calibrated for --target-precision."""
-    report = evaluate_model(
-        model, data, out, target_precision, batch_size, limit, sheet, input_size, test_time_flips
+    report = evaluate_with_progress(
+        model,
+        data,
+        out,
+        target_precision=target_precision,
+        batch_size=batch_size,
+        limit=limit,
+        sheet=sheet,
+        input_size=input_size,
+        test_time_flips=test_time_flips,
     )
     print_report(report)
+    if sheet:
+        console.print(f"worst images: {out.with_suffix('.worst.png')}")
 
 
-def evaluate_model(
-    model: Path,
-    data: Path,
-    out: Path,
-    target_precision: float,
-    batch_size: int,
-    limit: int | None,
-    sheet: bool,
-    input_size: int | None = None,
-    test_time_flips: Flips | None = None,
+def evaluate_with_progress(
+    model: Path, data: Path, out: Path, limit: int | None = None, **options: Any
 ) -> dict[str, Any]:
     passive_openmp()
-    import json
-
-    import torch
-
     from training.dataset import read_manifest
-    from training.evaluate import evaluate_folder, results_to_records, summarise
-    from training.export import load_any
-    from worker.model import for_inference
-    from worker.preprocess import Preprocessor
-
-    network, card, _ = load_any(model, input_size, test_time_flips)
-    network = for_inference(network, card)
-    thresholds = card.gate.thresholds()
-    preprocessor = Preprocessor(card.input_size, card.mean, card.std)
-
-    @torch.inference_mode()
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return torch.sigmoid(network(torch.from_numpy(batch))[:, 0]).numpy()
+    from training.evaluate import evaluate_model
 
     total = min(len(read_manifest(data)["samples"]), limit or 10**9)
     with progress() as bar:
         task = bar.add_task("evaluate", total=total, info="")
-        results = evaluate_folder(
-            predict, data, preprocessor, thresholds, batch_size, lambda: bar.advance(task), limit
+        return evaluate_model(
+            model, data, out, limit=limit, advance=lambda: bar.advance(task), **options
         )
-    report = {
-        "model": str(model),
-        "data": str(data),
-        "input_size": card.input_size,
-        "test_time_flips": card.test_time_flips.value,
-        "logit_temperature": card.logit_temperature,
-        **summarise(results, thresholds, target_precision),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    records = out.with_suffix(".images.jsonl")
-    records.write_text("".join(json.dumps(r) + "\n" for r in results_to_records(results)))
-    if sheet:
-        write_worst_sheet(results, data, out.with_suffix(".worst.png"), predict, preprocessor)
-    return report
-
-
-def write_worst_sheet(
-    results: Sequence[ImageResult],
-    data: Path,
-    path: Path,
-    predict: Callable[[np.ndarray], np.ndarray],
-    preprocessor: Preprocessor,
-) -> None:
-    """The 12 lowest-IoU images with the cleaned predicted mask outlined."""
-    from training.dataset import read_sample
-    from training.preview import write_sheet
-    from worker.cleanup import clean_mask
-    from worker.preprocess import crop_to_image
-
-    worst = sorted(results, key=lambda r: r.iou)[:12]
-    pairs = []
-    for r in worst:
-        rgb, _ = read_sample(data, r.name)
-        prepared = preprocessor(rgb)
-        probability = crop_to_image(predict(prepared.tensor[None])[0], prepared)
-        import cv2
-
-        small = cv2.resize(rgb, (prepared.width, prepared.height), interpolation=cv2.INTER_AREA)
-        pairs.append((small, clean_mask(probability)))
-    write_sheet(pairs, path)
-    console.print(f"worst images: {path}")
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -503,8 +425,12 @@ def export(
             advance=lambda: bar.advance(task),
             other_reports=parse_set_reports(set_report or []),
         )
+    print_exported(directory, card, fitted_temperature=fit_temperature is not None)
+
+
+def print_exported(directory: Path, card: ModelCard, fitted_temperature: bool = False) -> None:
     size_mb = (directory / "weights.safetensors").stat().st_size / 1e6
-    temperature = card.calibration.get("logit_temperature") if fit_temperature else None
+    temperature = card.calibration.get("logit_temperature") if fitted_temperature else None
     fitted = (
         f", logit temperature {card.logit_temperature} (pixel NLL "
         f"{temperature['pixel_nll_before']:.4f} -> {temperature['pixel_nll_after']:.4f})"
@@ -553,13 +479,18 @@ def run_chain(
     """synth -> fit -> evaluate -> export with a preset (smoke: a few minutes on CPU)."""
     import time
 
+    from training.dataset import preset_recipes
+    from training.export import export_model
+
+    chosen = preset_or_exit(preset)
+    assert chosen is not None
     started = time.monotonic()
-    synth(out / "data", backgrounds=backgrounds, preset=preset, skimage_photos=True)
-    fit(out / "run", preset=preset, data=out / "data")
-    best = out / "run" / "checkpoints" / "best.pt"
-    report = evaluate_model(
-        best, out / "data" / "heldout", out / "report.json", 0.98, 8, None, False
-    )
-    print_report(report)
-    export(best, out=out / "models", name=None, report=out / "report.json", onnx=False, note=[])
+    data, report = out / "data", out / "report.json"
+    folders = [str(p) for p in backgrounds or []]
+    write_sets(preset_recipes(data, chosen.synth, background_folders=folders), preview=False)
+    trainer = train_with_progress(chosen.fit_on(data), out / "run", resume=False)
+    print_fitted(trainer)
+    best = trainer.checkpoint_dir / "best.pt"
+    print_report(evaluate_with_progress(best, data / "heldout", report, sheet=False))
+    print_exported(*export_model(best, out / "models", report_path=report))
     console.print(f"[bold green]chain done[/] in {time.monotonic() - started:.0f} s")

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field
 
-from worker.model import Architecture
+from jewelcut.modelcard import Architecture
 
 CONFIG_FILE = "config.yaml"
 
@@ -75,6 +75,12 @@ class FitConfig(BaseModel):
 class Preset(BaseModel):
     synth: SynthConfig
     fit: FitConfig
+
+    def fit_on(self, data: Path) -> FitConfig:
+        """The preset's run on a dataset its synth wrote (`data`/train, `data`/val)."""
+        return self.fit.model_copy(
+            update={"train_data": [str(data / "train")], "val_data": str(data / "val")}
+        )
 
 
 PRESETS: dict[str, Preset] = {

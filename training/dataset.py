@@ -13,6 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from training.config import SynthConfig
 from training.synth import Backgrounds, Compositor, load_cutouts
 from training.synth.split import Split
 
@@ -42,6 +43,21 @@ class DataRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "split": self.split.value if self.split else None}
+
+
+def preset_recipes(out: Path, synth: SynthConfig, **common: Any) -> dict[Path, DataRecipe]:
+    """A preset's three sets: `out`/train, `out`/val and `out`/heldout (its own seed and
+    shape); `common`: the DataRecipe fields they share (folders, shares, split, ...)."""
+    size = {"object_size": synth.object_size, **common}
+    return {
+        out / "train": DataRecipe(
+            synth.train_count, synth.size, synth.size, synth.train_seed, **size
+        ),
+        out / "val": DataRecipe(synth.val_count, synth.size, synth.size, synth.val_seed, **size),
+        out / "heldout": DataRecipe(
+            synth.eval_count, synth.eval_height, synth.eval_width, synth.eval_seed, **size
+        ),
+    }
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:

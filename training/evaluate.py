@@ -5,6 +5,9 @@ and worker.gate.score_and_gate, all at network resolution as the worker does.
 Figures: mean IoU (cleaned and raw mask), boundary IoU, results by object size and kind, the
 gate's accept rate and accepted precision (share of accepted with IoU >= 0.90), the
 risk-coverage curve and the confidence threshold calibrated for a target precision.
+
+`evaluate_model` runs it all for a checkpoint or a model version and writes the report, the
+per-image records and a sheet of the worst images (`jewelcut train evaluate`, the chain).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from jewelcut.modelcard import Flips, GateThresholds
 from training.dataset import read_manifest, read_sample
 from worker.cleanup import clean_mask
-from worker.gate import GateThresholds, decide, score_and_gate
+from worker.gate import decide, score_and_gate
 from worker.preprocess import Preprocessor, crop_to_image
 
 GOOD_IOU = 0.90
@@ -243,3 +247,81 @@ def calibrate(
 
 def results_to_records(results: Sequence[ImageResult]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
+
+
+def evaluate_model(
+    model: Path,
+    data: Path,
+    out: Path,
+    *,
+    target_precision: float = 0.98,
+    batch_size: int = 8,
+    limit: int | None = None,
+    sheet: bool = True,
+    input_size: int | None = None,
+    test_time_flips: Flips | None = None,
+    advance: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint or model version on `data` as its card runs it (or at another
+    input size / flips); writes `out` (the report), `out`.images.jsonl and, with `sheet`,
+    `out`.worst.png. `advance` is called once per image."""
+    import json
+
+    from training.checkpoint import load_any
+    from worker.model import for_inference
+
+    network, card, _ = load_any(model, input_size, test_time_flips)
+    predict = probabilities_of(for_inference(network, card))
+    thresholds = card.gate.thresholds()
+    preprocessor = Preprocessor(card.input_size, card.mean, card.std)
+    results = evaluate_folder(
+        predict, data, preprocessor, thresholds, batch_size, advance or (lambda: None), limit
+    )
+    report = {
+        "model": str(model),
+        "data": str(data),
+        "input_size": card.input_size,
+        "test_time_flips": card.test_time_flips.value,
+        "logit_temperature": card.logit_temperature,
+        **summarise(results, thresholds, target_precision),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    records = out.with_suffix(".images.jsonl")
+    records.write_text("".join(json.dumps(r) + "\n" for r in results_to_records(results)))
+    if sheet:
+        write_worst_sheet(results, data, out.with_suffix(".worst.png"), predict, preprocessor)
+    return report
+
+
+def probabilities_of(network: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """A batch (N, 3, H, W float32) -> the network's foreground probabilities (N, H, W)."""
+    import torch
+
+    @torch.inference_mode()
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return torch.sigmoid(network(torch.from_numpy(batch))[:, 0]).numpy()
+
+    return predict
+
+
+def write_worst_sheet(
+    results: Sequence[ImageResult],
+    data: Path,
+    path: Path,
+    predict: Callable[[np.ndarray], np.ndarray],
+    preprocessor: Preprocessor,
+    count: int = 12,
+) -> Path:
+    """The `count` lowest-IoU images with the cleaned predicted mask outlined."""
+    from training.preview import write_sheet
+
+    pairs = []
+    for result in sorted(results, key=lambda r: r.iou)[:count]:
+        rgb, _ = read_sample(data, result.name)
+        prepared = preprocessor(rgb)
+        probability = crop_to_image(predict(prepared.tensor[None])[0], prepared)
+        size = (prepared.width, prepared.height)
+        small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        pairs.append((small, clean_mask(probability)))
+    return write_sheet(pairs, path)

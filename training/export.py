@@ -1,5 +1,5 @@
 """Export a trained network as a model version: `<out>/<name>/weights.safetensors` (fp16) and
-`model.json` (worker.model.ModelCard: architecture, input size, gate, metrics, calibration,
+`model.json` (jewelcut.modelcard.ModelCard: architecture, input size, gate, metrics, calibration,
 training config, data recipe, sha256), plus `model.onnx` on request."""
 
 from __future__ import annotations
@@ -14,42 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from jewelcut.modelcard import Flips, Gate, ModelCard
+from training.checkpoint import load_any
 from training.config import FitConfig
 from training.dataset import read_manifest
-from training.fit import load_checkpoint_network
-from worker.model import (
-    CARD_FILE,
-    Flips,
-    Gate,
-    ModelCard,
-    for_inference,
-    load_network,
-    save_network,
-)
+from worker.model import for_inference, save_network
 
 ONNX_FILE = "model.onnx"
-
-
-def load_any(
-    source: Path, input_size: int | None = None, test_time_flips: Flips | None = None
-) -> tuple[nn.Module, ModelCard, dict[str, Any]]:
-    """The bare network with its card from a checkpoint (.pt) or a model version directory;
-    `input_size` and `test_time_flips` change how the card runs it (worker.model.for_inference)."""
-    if source.is_dir() and (source / CARD_FILE).exists():
-        card = ModelCard.read(source)
-        network, extra = load_network(source, card), {}
-    else:
-        network, extra = load_checkpoint_network(source)
-        config: FitConfig = extra["config"]
-        card = ModelCard(
-            name=config.name, architecture=config.architecture, input_size=config.input_size
-        )
-        network = network.float()
-    if input_size:
-        card = card.model_copy(update={"input_size": input_size})
-    if test_time_flips is not None:
-        card = card.model_copy(update={"test_time_flips": test_time_flips})
-    return network, card, extra
 
 
 def data_recipes(folders: list[str]) -> list[dict[str, Any]]:

@@ -22,9 +22,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from jewelcut.modelcard import IMAGENET_MEAN, IMAGENET_STD
+from training.checkpoint import load_any
 from training.config import CONFIG_FILE, FitConfig, save_config
 from training.dataset import SegmentationFolder
-from worker.model import IMAGENET_MEAN, IMAGENET_STD, build_unet
+from worker.model import build_unet
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -181,8 +183,6 @@ class Trainer:
         )
 
     def load_initial_weights(self, source: Path) -> None:
-        from training.export import load_any  # export imports this module
-
         network, card, _ = load_any(source)
         if card.architecture != self.config.architecture:
             raise ValueError(
@@ -332,12 +332,3 @@ def validate_and_keep_best(trainer: Trainer) -> None:
     if math.isnan(iou) or iou > trainer.state.best_val_iou:
         trainer.state.best_val_iou = iou if not math.isnan(iou) else trainer.state.best_val_iou
         trainer.save(BEST)
-
-
-def load_checkpoint_network(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """The network of a checkpoint (eval mode) and the checkpoint's config and state."""
-    payload = torch.load(path, map_location=device)
-    config = FitConfig.model_validate(payload["config"])
-    network = build_unet(config.architecture)
-    network.load_state_dict(payload["model"])
-    return network.eval(), {"config": config, "state": payload["state"]}

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from worker.model import Flips, ModelCard, for_inference, load_network, verify_weights
+from jewelcut.modelcard import Flips, ModelCard, verify_weights
+from worker.model import for_inference, load_network
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def onnx_cache_path(card: ModelCard, model_dir: Path, cache_dir: Path) -> Path:
 
 
 def _weights_sha256(model_dir: Path, card: ModelCard) -> str:
-    from worker.model import sha256_file
+    from jewelcut.modelcard import sha256_file
 
     return sha256_file(verify_weights(model_dir, card))
 

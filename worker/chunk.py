@@ -31,16 +31,24 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from jewelcut import metrics
-from jewelcut.db import RESULT_COLUMNS, Image, Segmentation, session_scope, utcnow
+from jewelcut.db import (
+    RESULT_COLUMNS,
+    TOO_MANY_ATTEMPTS,
+    Image,
+    Segmentation,
+    given_up_values,
+    session_scope,
+    utcnow,
+)
 from jewelcut.logs import get_logger, log_context
 from jewelcut.retry import with_retries
 from jewelcut.settings import Settings, get_settings
 from jewelcut.sources import fetch_source
+from jewelcut.sql import upsert_statement
 from jewelcut.storage import Storage, cutout_key, get_storage, preview_key
 
 if TYPE_CHECKING:
@@ -52,7 +60,6 @@ UPSERTED_COLUMNS = ("status", *RESULT_COLUMNS)
 log = get_logger(__name__)
 T = TypeVar("T")
 DATABASE_RETRY_DELAYS_S = (1, 2, 4, 8, 15, 30)  # rides out a Postgres restart
-TOO_MANY_ATTEMPTS = "too_many_attempts"  # the reason the reaper gives too (producer.reaper)
 
 
 @dataclass
@@ -206,13 +213,7 @@ def _give_up(where: ColumnElement[bool], max_attempts: int, now: datetime) -> An
     return (
         update(Segmentation)
         .where(where)
-        .values(
-            status="failed",
-            decision=None,
-            reason=TOO_MANY_ATTEMPTS,
-            error=f"{TOO_MANY_ATTEMPTS}: still unfinished after {max_attempts} attempts",
-            finished_at=now,
-        )
+        .values(**given_up_values(max_attempts, now))
         .returning(Segmentation.image_id)
         .execution_options(synchronize_session=False)
     )
@@ -334,13 +335,13 @@ def record_outcomes(
     finished_at = utcnow()
     rows = [_result_row(outcome, model_version, finished_at) for outcome in outcomes]
     with session_scope(settings.resolved_database_url) as session:
-        insert = _insert_for(session)
-        statement = insert(Segmentation).values(rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=["image_id", "model_version"],
-            set_={column: statement.excluded[column] for column in UPSERTED_COLUMNS},
+        statement = upsert_statement(
+            session.connection(),
+            Segmentation.__table__,
+            ("image_id", "model_version"),
+            UPSERTED_COLUMNS,
         )
-        session.execute(statement)
+        session.execute(statement.values(rows))
 
 
 def _result_row(outcome: ImageOutcome, model_version: str, finished_at: Any) -> dict[str, Any]:
@@ -362,11 +363,6 @@ def _result_row(outcome: ImageOutcome, model_version: str, finished_at: Any) -> 
         "finished_at": finished_at,
         "timings": {stage: round(seconds, 6) for stage, seconds in outcome.timings.items()},
     }
-
-
-def _insert_for(session: Session) -> Callable[..., Any]:
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def _count(summary: ChunkSummary, outcomes: Sequence[ImageOutcome]) -> None:
@@ -424,8 +420,8 @@ _segmenters_lock = threading.Lock()
 
 def get_segmenter(model_version: str, settings: Settings) -> Segmenter:
     """The process's Segmenter for this version, loaded once (lazily), not per chunk."""
+    from jewelcut.registry import resolve_model_dir
     from worker.pipeline import Segmenter
-    from worker.registry import resolve_model_dir
 
     cache_key = (model_version, str(settings.models_dir), settings.device, settings.backend)
     with _segmenters_lock:

@@ -1,8 +1,11 @@
-"""CLI commands of this area (registered on the root app by jewelcut.cli). Heavy imports (torch,
-the pipeline) happen inside the command bodies."""
+"""CLI commands of the worker: `segment`, `sheet` and `worker` (registered on the root app by
+jewelcut.cli). Heavy imports (torch, the pipeline) happen inside the command bodies."""
 
 from __future__ import annotations
 
+import os
+import socket
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,6 +25,7 @@ from rich.progress import (
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from jewelcut.settings import Settings
     from worker.folder import SegmentSummary
 
 console = Console(stderr=True)
@@ -33,6 +37,7 @@ def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
     app.command("segment")(segment)
     app.command("sheet")(sheet)
+    app.command("worker")(worker)
 
 
 def segment(
@@ -54,9 +59,9 @@ def segment(
 ) -> None:
     """Cut out the jewellery in photos on this machine (embedded; no services needed)."""
     from jewelcut.logs import configure_logging
+    from jewelcut.modelcard import ChecksumMismatch
     from jewelcut.settings import get_settings
     from worker.folder import collect_inputs, segment_folder
-    from worker.model import ChecksumMismatch
     from worker.pipeline import Segmenter
 
     settings = get_settings()
@@ -166,3 +171,50 @@ def sheet(
         folder_rows(run, limit=limit, only=only), target, f"jewelcut review: {run}"
     )
     console.print(f"{written} rows in {target}")
+
+
+def worker(
+    queues: Annotated[str, typer.Option(help="Queues to consume, in order.")] = "priority,bulk",
+    gpu: Annotated[
+        int | None, typer.Option(help="GPU index for this process (one worker per GPU).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery's log level.")] = "INFO",
+    preload: Annotated[bool, typer.Option(help="Load the active model before consuming.")] = True,
+) -> None:
+    """Start one worker process (solo pool: no fork after CUDA init). Run one per GPU."""
+    if gpu is not None:
+        # Before torch is imported: this process sees only its own GPU, as cuda:0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        os.environ["JEWELCUT_DEVICE"] = device or "cuda"
+    elif device:
+        os.environ["JEWELCUT_DEVICE"] = device
+    from jewelcut.logs import configure_logging
+    from jewelcut.metrics import serve_metrics, watch_queue_depth
+    from jewelcut.queue import CHUNK_QUEUES, configure_app, queue_depth
+    from jewelcut.settings import get_settings, reset_settings_cache
+
+    reset_settings_cache()
+    settings = get_settings()
+    if settings.embedded:
+        raise typer.BadParameter("no broker configured (JEWELCUT_BROKER_URL): nothing to consume")
+    configure_logging(settings)
+    serve_metrics(settings.metrics_port)
+    watch_queue_depth(partial(queue_depth, settings), CHUNK_QUEUES)
+    app = configure_app(settings)
+    if preload:
+        _preload_model(settings)
+    hostname = f"gpu{gpu}@{socket.gethostname()}" if gpu is not None else None
+    argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}"]
+    argv += [f"--loglevel={loglevel}", "--without-gossip", "--without-mingle", "--task-events"]
+    argv += [f"--hostname={hostname}"] if hostname else []
+    app.worker_main(argv)
+
+
+def _preload_model(settings: Settings) -> None:
+    from jewelcut.registry import active_model_version
+    from worker.chunk import get_segmenter
+
+    name = active_model_version(settings)
+    segmenter = get_segmenter(name, settings)
+    console.print(f"model {name} loaded on {segmenter.device} (batch {segmenter.batch_size})")

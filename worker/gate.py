@@ -3,28 +3,14 @@ and the training evaluation. The definition is the study's (docs/architecture.md
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from jewelcut.modelcard import GateThresholds
+
 Decision = Literal["accepted", "rejected"]
-
-
-@dataclass(frozen=True)
-class GateThresholds:
-    """Belongs to a model version: a recalibrated model carries its own."""
-
-    min_area: float = 0.05
-    max_area: float = 0.50
-    min_confidence: float = 0.98
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, float] | None) -> GateThresholds:
-        return cls(**(values or {}))
 
 
 @dataclass(frozen=True)

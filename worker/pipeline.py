@@ -22,10 +22,10 @@ import numpy as np
 
 from jewelcut import metrics
 from jewelcut.errors import ImageFailure
+from jewelcut.modelcard import GateThresholds, ModelCard
 from worker.cleanup import clean_mask
 from worker.decode import decode_image
-from worker.gate import GateResult, GateThresholds, score_and_gate
-from worker.model import ModelCard
+from worker.gate import GateResult, score_and_gate
 from worker.preprocess import PreparedImage, Preprocessor, crop_to_image
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class Segmenter:
     @classmethod
     def from_settings(cls, settings: Settings, model_dir: Path | None = None) -> Segmenter:
         """`model_dir` is a resolved model version; None takes the shipped default."""
-        from worker.model import default_model_dir
+        from jewelcut.modelcard import default_model_dir
 
         return cls(
             model_dir or default_model_dir(settings.models_dir),

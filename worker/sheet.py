@@ -215,8 +215,8 @@ def db_rows(
     from sqlalchemy import select
 
     from jewelcut.db import Image, Segmentation, session_scope
+    from jewelcut.registry import active_model_version
     from jewelcut.storage import cutout_key, get_storage, preview_key
-    from worker.registry import active_model_version
 
     version = model_version or active_model_version(settings)
     query = (

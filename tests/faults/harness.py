@@ -308,9 +308,9 @@ class Rig:
     def enqueue(self, image_ids: list[str]) -> int:
         """Record the rows queued and send their chunks on the bulk queue; chunks sent."""
         from jewelcut.enqueue import enqueue_images
-        from jewelcut.queue import BULK_QUEUE
+        from jewelcut.queue import CeleryChunkQueue
 
-        return enqueue_images(image_ids, self.settings, queue=BULK_QUEUE).chunks
+        return enqueue_images(image_ids, self.settings, CeleryChunkQueue(self.settings)).chunks
 
     def rows(self) -> dict[str, Segmentation]:
         with session_scope(self.settings.resolved_database_url) as session:
@@ -333,6 +333,7 @@ class Rig:
     ) -> dict[str, Segmentation]:
         """Wait until `expected` rows are done or failed, starting dead workers again and, with
         `reap_every_s`, running a reaper pass that often (as beat would)."""
+        from jewelcut.queue import CeleryChunkQueue
         from producer.reaper import reap
 
         deadline = time.monotonic() + timeout_s
@@ -341,7 +342,7 @@ class Rig:
             for process in self.workers:
                 process.revive()
             if reap_every_s is not None and time.monotonic() >= next_reap:
-                result = reap(self.settings)
+                result = reap(self.settings, CeleryChunkQueue(self.settings))
                 self.requeued += result.requeued
                 self.gave_up += result.failed
                 next_reap = time.monotonic() + reap_every_s

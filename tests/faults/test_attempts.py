@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from jewelcut.cli import app
 from jewelcut.db import Image, Segmentation, session_scope, utcnow
+from jewelcut.registry import active_model_version, ensure_registered
 from jewelcut.settings import Settings
 from worker.chunk import claim_chunk, count_attempt
-from worker.registry import active_model_version, ensure_registered
 
 
 def _rows_with_attempts(settings: Settings, attempts: dict[str, tuple[str, int]]) -> str:
@@ -100,12 +100,12 @@ def test_a_retried_image_sent_again_while_it_waited_still_counts_its_attempt(
 
 
 def test_queue_command_prints_depths_and_the_backlog(distributed_settings: Settings) -> None:
-    from jewelcut.queue import send_chunk
+    from jewelcut.queue import CeleryChunkQueue
 
     _rows_with_attempts(
         distributed_settings, {"a": ("queued", 0), "b": ("queued", 0), "c": ("processing", 1)}
     )
-    send_chunk(["a", "b"], "v", settings=distributed_settings)
+    CeleryChunkQueue(distributed_settings).send(["a", "b"], "v", None)
     result = CliRunner().invoke(app, ["queue"])
     assert result.exit_code == 0, result.output
     assert "queue bulk: 1 chunk messages waiting" in result.output

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from harness import Rig, check_exactly_once, eventually
 
-from jewelcut.queue import send_chunk
-from worker.registry import active_model_version
+from jewelcut.queue import CeleryChunkQueue
+from jewelcut.registry import active_model_version
 
 PHOTOS = 8
 
@@ -21,7 +21,7 @@ def test_the_same_chunk_delivered_twice_at_once_is_processed_once(
     workers = [rig.worker(f"gpu{n}", "--gpu", str(n)) for n in (0, 1)]  # both idle, waiting
     image_ids = rig.catalogue(small_photos(PHOTOS))
     assert rig.enqueue(image_ids) == 1  # records the rows queued and sends the chunk ...
-    send_chunk(image_ids, active_model_version(rig.settings), settings=rig.settings)  # again
+    CeleryChunkQueue(rig.settings).send(image_ids, active_model_version(rig.settings), None)
 
     rig.settle(PHOTOS, timeout_s=120)
     checked_rows, checked_objects = check_exactly_once(rig, image_ids)

@@ -55,20 +55,20 @@ def test_redis_restart_loses_messages_and_the_reaper_brings_them_back(
     )
 
 
-def test_send_chunk_follows_the_broker_the_app_is_pointed_at(
+def test_chunk_queue_follows_the_broker_the_app_is_pointed_at(
     distributed_settings: Settings, tmp_path: Path
 ) -> None:
     """configure_app once sent every later chunk to the first broker it had published to."""
-    from jewelcut.queue import configure_app, send_chunk
+    from jewelcut.queue import CeleryChunkQueue, configure_app
 
     other = RedisServer(tmp_path / "redis")
     other.start()
     try:
         elsewhere = distributed_settings.model_copy(update={"broker_url": other.url})
-        send_chunk(["a"], "v", settings=distributed_settings)
-        send_chunk(["b"], "v", settings=elsewhere)  # re-points the app
+        CeleryChunkQueue(distributed_settings).send(["a"], "v", None)
+        CeleryChunkQueue(elsewhere).send(["b"], "v", None)  # re-points the app
         configure_app(distributed_settings)
-        send_chunk(["c"], "v", settings=distributed_settings)
+        CeleryChunkQueue(distributed_settings).send(["c"], "v", None)
         depths = (queue_depth(distributed_settings), queue_depth(elsewhere))
     finally:
         other.stop()

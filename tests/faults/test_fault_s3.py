@@ -12,10 +12,10 @@ import pytest
 from harness import SLOW_READS, Rig, TcpProxy, catalogue, check_exactly_once
 
 from jewelcut.db import Segmentation, session_scope
+from jewelcut.registry import active_model_version, ensure_registered
 from jewelcut.settings import Settings
 from jewelcut.storage import S3_MAX_ATTEMPTS
 from worker.chunk import run_chunk
-from worker.registry import active_model_version, ensure_registered
 
 PHOTOS = 16
 OUTAGE_S = 3.0

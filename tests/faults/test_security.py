@@ -20,7 +20,7 @@ PRODUCT_PACKAGES = ("jewelcut", "worker", "producer", "training")
 CREDENTIAL_NAMES = re.compile(r"(PASSWORD|SECRET_ACCESS_KEY|ACCESS_KEY_ID)$", re.IGNORECASE)
 # SQL built with an f-string whose interpolated parts are identifiers from the code itself (view
 # names, the schema's table and column names), never input; the values are bound.
-FORMATTED_SQL_ALLOWED = {("producer/report.py", "_view"), ("producer/sql.py", "insert_ignore_many")}
+FORMATTED_SQL_ALLOWED = {("producer/report.py", "_view"), ("jewelcut/sql.py", "insert_ignore_many")}
 
 
 def _product_sources() -> list[Path]:
@@ -175,8 +175,9 @@ def test_hostile_ids_and_names_are_bound_not_spliced(distributed_settings: Setti
 
     from jewelcut.db import Image, Segmentation, get_engine, session_scope, utcnow
     from jewelcut.enqueue import enqueue_images
+    from jewelcut.queue import CeleryChunkQueue
+    from jewelcut.registry import active_model_version, ensure_registered
     from producer.report import build_report
-    from worker.registry import active_model_version, ensure_registered
 
     version = active_model_version(distributed_settings)
     ensure_registered(version, distributed_settings)
@@ -187,7 +188,7 @@ def test_hostile_ids_and_names_are_bound_not_spliced(distributed_settings: Setti
         session.add(done)
         done.decision, done.finished_at = "accepted", utcnow()
     hostile = ["x'); DROP TABLE images; --", "1' OR '1'='1", "kept' --"]
-    summary = enqueue_images(hostile, distributed_settings)
+    summary = enqueue_images(hostile, distributed_settings, CeleryChunkQueue(distributed_settings))
     assert (summary.unknown, summary.queued, summary.chunks) == (3, 0, 0)
     assert len(build_report(distributed_settings).overall) == 1
     assert build_report(distributed_settings, model_version="v' OR '1'='1").overall == []

@@ -13,10 +13,10 @@ from PIL import Image as PILImage
 
 from jewelcut.db import Segmentation
 from jewelcut.queue import queue_depth
+from jewelcut.registry import active_model_version
 from jewelcut.settings import DEFAULT_MODELS_DIR, Settings
 from jewelcut.storage import cutout_key, get_storage, preview_key, split_s3_uri
 from worker.chunk import get_segmenter
-from worker.registry import active_model_version
 
 PHOTOS = 20
 
@@ -132,16 +132,18 @@ def test_priority_chunks_are_taken_before_bulk_ones(
     from celery.contrib.testing.worker import start_worker
 
     from jewelcut.enqueue import enqueue_images
-    from jewelcut.queue import BULK_QUEUE, CHUNK_QUEUES, PRIORITY_QUEUE, app
+    from jewelcut.queue import CHUNK_QUEUES, PRIORITY_QUEUE, CeleryChunkQueue, app
 
     flow = Flow(distributed_settings)
     batch = photos(8)
     flow.register(flow.put_photos(batch))
     ids = sorted(batch)
+    bulk = CeleryChunkQueue(distributed_settings)
+    priority = CeleryChunkQueue(distributed_settings, PRIORITY_QUEUE)
     for start in (0, 2, 4):  # three bulk chunks waiting first ...
-        enqueue_images(ids[start : start + 2], distributed_settings, queue=BULK_QUEUE)
+        enqueue_images(ids[start : start + 2], distributed_settings, bulk)
     for image_id in ids[6:]:  # ... then two admin ones (round robin would interleave them)
-        enqueue_images([image_id], distributed_settings, queue=PRIORITY_QUEUE)
+        enqueue_images([image_id], distributed_settings, priority)
     assert queue_depth(distributed_settings) == 5
 
     with start_worker(app, pool="solo", perform_ping_check=False, queues=list(CHUNK_QUEUES)):

@@ -15,6 +15,7 @@ from jewelcut.db import Image, Run, Segmentation, session_scope
 from jewelcut.enqueue import enqueue_images
 from jewelcut.settings import Settings
 from jewelcut.storage import get_storage
+from worker.inprocess import InProcessChunkQueue
 
 
 @pytest.fixture
@@ -37,11 +38,15 @@ def _statuses(settings: Settings) -> dict[str, tuple[str, int]]:
 def test_enqueue_records_runs_and_is_idempotent(
     embedded_settings: Settings, catalogue: list[str]
 ) -> None:
-    first = enqueue_images([*catalogue, catalogue[0], "  ", "ghost"], embedded_settings)
+    first = enqueue_images(
+        [*catalogue, catalogue[0], "  ", "ghost"],
+        embedded_settings,
+        InProcessChunkQueue(embedded_settings),
+    )
     assert (first.requested, first.queued, first.unknown, first.chunks) == (4, 3, 1, 1)
     assert _statuses(embedded_settings) == dict.fromkeys(catalogue, ("done", 1))
 
-    again = enqueue_images(catalogue, embedded_settings)
+    again = enqueue_images(catalogue, embedded_settings, InProcessChunkQueue(embedded_settings))
     assert (again.queued, again.reset, again.already_recorded, again.chunks) == (0, 0, 3, 0)
     with session_scope(embedded_settings.resolved_database_url) as session:
         run = session.get_one(Run, first.run_id)
@@ -49,11 +54,13 @@ def test_enqueue_records_runs_and_is_idempotent(
 
 
 def test_force_resets_finished_rows(embedded_settings: Settings, catalogue: list[str]) -> None:
-    enqueue_images(catalogue, embedded_settings)
+    enqueue_images(catalogue, embedded_settings, InProcessChunkQueue(embedded_settings))
     with session_scope(embedded_settings.resolved_database_url) as session:
         row = session.scalars(select(Segmentation).where(Segmentation.image_id == "img-0")).one()
         row.status, row.reason = "failed", "fetch_error"
-    forced = enqueue_images(catalogue, embedded_settings, force=True)
+    forced = enqueue_images(
+        catalogue, embedded_settings, InProcessChunkQueue(embedded_settings), force=True
+    )
     assert (forced.queued, forced.reset, forced.chunks) == (0, 3, 1)
     assert _statuses(embedded_settings) == dict.fromkeys(catalogue, ("done", 1))
 

@@ -1,9 +1,11 @@
-"""The Celery app's contract: reliability settings, queues, routing, send_chunk, queue depth."""
+"""The Celery app's contract: reliability settings, queues, routing, the Celery chunk queue,
+queue depth."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 
 from jewelcut.queue import (
@@ -12,11 +14,11 @@ from jewelcut.queue import (
     CHUNK_TASK,
     PRIORITY_QUEUE,
     REAP_TASK,
+    CeleryChunkQueue,
     app,
     celery_config,
     held_chunks,
     queue_depth,
-    send_chunk,
 )
 from jewelcut.settings import Settings
 
@@ -41,18 +43,18 @@ def test_beat_schedules_backfill_and_reaper(distributed_settings: Settings) -> N
     assert nightly.hour == {2} and nightly.minute == {0}
 
 
-def test_send_chunk_routes_to_the_named_queue(distributed_settings: Settings) -> None:
+def test_chunk_queue_sends_to_its_named_queue(distributed_settings: Settings) -> None:
     assert queue_depth(distributed_settings) == 0
-    task_id = send_chunk(["a", "b"], "v1", queue=PRIORITY_QUEUE, run_id=7)
-    send_chunk(["c"], "v1")  # bulk by default
-    assert task_id
+    CeleryChunkQueue(distributed_settings, PRIORITY_QUEUE).send(["a", "b"], "v1", 7)
+    bulk = CeleryChunkQueue(distributed_settings)  # bulk by default
+    bulk.send(["c"], "v1", None)
+    assert bulk.depth() == 1
     assert queue_depth(distributed_settings, PRIORITY_QUEUE) == 1
     assert queue_depth(distributed_settings, (BULK_QUEUE,)) == 1
     assert queue_depth(distributed_settings) == 2
     client = redis.Redis.from_url(distributed_settings.broker_url)
     message = json.loads(client.lindex(PRIORITY_QUEUE, 0))
     assert message["headers"]["task"] == CHUNK_TASK
-    assert message["headers"]["id"] == task_id
     args = json.loads(__import__("base64").b64decode(message["body"]))[0]
     assert args == [["a", "b"], "v1", 7]
     client.close()
@@ -61,8 +63,9 @@ def test_send_chunk_routes_to_the_named_queue(distributed_settings: Settings) ->
 def test_held_chunks_are_those_a_worker_took_and_has_not_acknowledged(
     distributed_settings: Settings,
 ) -> None:
-    send_chunk(["a", "b"], "v1", run_id=3)
-    send_chunk(["c"], "v2")
+    bulk = CeleryChunkQueue(distributed_settings)
+    bulk.send(["a", "b"], "v1", 3)
+    bulk.send(["c"], "v2", None)
     with app.connection_for_read() as connection:
         channel = connection.default_channel
         taken = channel.basic_get(BULK_QUEUE, no_ack=False)  # what a worker's consumer does
@@ -76,3 +79,8 @@ def test_held_chunks_are_those_a_worker_took_and_has_not_acknowledged(
 def test_embedded_mode_has_no_queue(embedded_settings: Settings) -> None:
     assert queue_depth(embedded_settings) == 0
     assert held_chunks(embedded_settings) == []
+
+
+def test_an_unknown_chunk_queue_is_refused(distributed_settings: Settings) -> None:
+    with pytest.raises(ValueError, match="unknown chunk queue"):
+        CeleryChunkQueue(distributed_settings, "control")

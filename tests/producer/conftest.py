@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 import pytest
 
+from jewelcut.modelcard import ModelCard
 from jewelcut.queue import chunk_of_message
+from jewelcut.registry import register_model_version
 from jewelcut.settings import Settings
 from producer.catalogue import import_rows, make_row
-from worker.model import ModelCard
-from worker.registry import register_model_version
 
 CATALOGUE_SIZE = 2000
 

@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy import func, select, update
 
 from jewelcut.db import Run, Segmentation, get_engine, utcnow
+from jewelcut.queue import ChunkQueue
 from jewelcut.settings import Settings
 from producer.backfill import BackfillBusy, BackfillOptions, backfill_lock, run_backfill
-from producer.queueing import BulkQueue, ChunkQueue
+from producer.queueing import chunk_queue
 
 pytestmark = pytest.mark.services
 
@@ -77,7 +78,9 @@ def test_backfill_enqueues_each_image_exactly_once(
     messages: Callable[[], Counter[str]],
     chunks_in_queue: Callable[[], list[tuple[list[str], str]]],
 ) -> None:
-    result = run_backfill(producer_settings, BackfillOptions(model_version="v1"))
+    result = run_backfill(
+        producer_settings, BackfillOptions(model_version="v1"), queue=chunk_queue(producer_settings)
+    )
 
     sent = messages()
     assert_each_once(sent, catalogue)
@@ -97,17 +100,30 @@ def test_second_run_enqueues_nothing_and_new_version_enqueues_all(
     chunks_in_queue: Callable[[], list[tuple[list[str], str]]],
     register: Callable[[Settings, str], str],
 ) -> None:
-    run_backfill(producer_settings, BackfillOptions(model_version="v1"))
-    again = run_backfill(producer_settings, BackfillOptions(model_version="v1"))
+    run_backfill(
+        producer_settings, BackfillOptions(model_version="v1"), queue=chunk_queue(producer_settings)
+    )
+    again = run_backfill(
+        producer_settings, BackfillOptions(model_version="v1"), queue=chunk_queue(producer_settings)
+    )
     assert (again.enqueued, again.skipped, again.chunks) == (0, CATALOGUE_SIZE, 0)
     assert sum(messages().values()) == CATALOGUE_SIZE
 
     # Done rows are skipped too; a new model version reprocesses the whole catalogue.
     with get_engine(producer_settings.resolved_database_url).begin() as connection:
         connection.execute(update(Segmentation).values(status="done", finished_at=utcnow()))
-    assert run_backfill(producer_settings, BackfillOptions(model_version="v1")).enqueued == 0
+    assert (
+        run_backfill(
+            producer_settings,
+            BackfillOptions(model_version="v1"),
+            queue=chunk_queue(producer_settings),
+        ).enqueued
+        == 0
+    )
     register(producer_settings, "v2")
-    result = run_backfill(producer_settings, BackfillOptions(model_version="v2"))
+    result = run_backfill(
+        producer_settings, BackfillOptions(model_version="v2"), queue=chunk_queue(producer_settings)
+    )
 
     assert result.enqueued == CATALOGUE_SIZE
     by_version = Counter(version for ids, version in chunks_in_queue() for _ in ids)
@@ -122,7 +138,7 @@ def test_crashed_backfill_resumes_and_sends_nothing_twice(
     messages: Callable[[], Counter[str]],
     left_as: str,
 ) -> None:
-    crashing = CrashAfter(BulkQueue(producer_settings), chunks=12)
+    crashing = CrashAfter(chunk_queue(producer_settings), chunks=12)
     with pytest.raises(SimulatedCrash):
         run_backfill(producer_settings, BackfillOptions(model_version="v1"), queue=crashing)
     sent_before_crash = 2 * 300 + 2 * 64  # two pages of 5 chunks, then 2 chunks of the third
@@ -131,7 +147,9 @@ def test_crashed_backfill_resumes_and_sends_nothing_twice(
         with get_engine(producer_settings.resolved_database_url).begin() as connection:
             connection.execute(update(Run).values(status="running"))
 
-    resumed = run_backfill(producer_settings, BackfillOptions(model_version="v1"))
+    resumed = run_backfill(
+        producer_settings, BackfillOptions(model_version="v1"), queue=chunk_queue(producer_settings)
+    )
 
     assert resumed.resumed_from == catalogue[sent_before_crash - 1]
     assert resumed.enqueued == CATALOGUE_SIZE - sent_before_crash
@@ -174,7 +192,9 @@ def test_backfill_killed_with_sigkill_resumes(
     [killed] = runs(producer_settings)
     assert killed.status == "running"
 
-    resumed = run_backfill(producer_settings, BackfillOptions(model_version="v1"))
+    resumed = run_backfill(
+        producer_settings, BackfillOptions(model_version="v1"), queue=chunk_queue(producer_settings)
+    )
 
     assert resumed.run_id == killed.id and resumed.resumed_from == catalogue[sent_before_kill - 1]
     assert_each_once(messages(), catalogue)
@@ -207,7 +227,9 @@ def test_backpressure_holds_the_queue_near_its_bound(
     consumer = threading.Thread(target=drain)
     consumer.start()
     try:
-        result = run_backfill(settings, BackfillOptions(model_version="v1"))
+        result = run_backfill(
+            settings, BackfillOptions(model_version="v1"), queue=chunk_queue(settings)
+        )
     finally:
         finished.set()
         consumer.join(timeout=30)
@@ -224,7 +246,11 @@ def test_limit_since_and_dry_run(
     messages: Callable[[], Counter[str]],
     fill: Callable[..., list[str]],
 ) -> None:
-    dry = run_backfill(producer_settings, BackfillOptions(model_version="v1", dry_run=True))
+    dry = run_backfill(
+        producer_settings,
+        BackfillOptions(model_version="v1", dry_run=True),
+        queue=chunk_queue(producer_settings),
+    )
     assert (dry.enqueued, dry.chunks, dry.run_id) == (CATALOGUE_SIZE, CHUNKS, None)
     assert (
         not messages()
@@ -232,14 +258,22 @@ def test_limit_since_and_dry_run(
         and not runs(producer_settings)
     )
 
-    limited = run_backfill(producer_settings, BackfillOptions(model_version="v1", limit=500))
+    limited = run_backfill(
+        producer_settings,
+        BackfillOptions(model_version="v1", limit=500),
+        queue=chunk_queue(producer_settings),
+    )
     assert limited.enqueued == 500 and limited.cursor == image_id(499)
     assert set(messages()) == {image_id(i) for i in range(500)}
 
     cutoff = utcnow()
     time.sleep(0.01)
     newer = fill(producer_settings, 10, start=CATALOGUE_SIZE)
-    recent = run_backfill(producer_settings, BackfillOptions(model_version="v1", since=cutoff))
+    recent = run_backfill(
+        producer_settings,
+        BackfillOptions(model_version="v1", since=cutoff),
+        queue=chunk_queue(producer_settings),
+    )
     assert recent.enqueued == 10 and recent.scanned == 10
     assert_each_once(messages(), [*catalogue[:500], *newer])
 
@@ -249,8 +283,14 @@ def test_one_backfill_per_model_version_at_a_time(
 ) -> None:
     engine = get_engine(producer_settings.resolved_database_url)
     with backfill_lock(engine, "v1"), pytest.raises(BackfillBusy):
-        run_backfill(producer_settings, BackfillOptions(model_version="v1"))
-    result = run_backfill(producer_settings, BackfillOptions(model_version="v1"))
+        run_backfill(
+            producer_settings,
+            BackfillOptions(model_version="v1"),
+            queue=chunk_queue(producer_settings),
+        )
+    result = run_backfill(
+        producer_settings, BackfillOptions(model_version="v1"), queue=chunk_queue(producer_settings)
+    )
     assert result.enqueued == CATALOGUE_SIZE
 
 

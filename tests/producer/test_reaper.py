@@ -15,12 +15,13 @@ from sqlalchemy import select, update
 
 from jewelcut.db import Segmentation, get_engine, utcnow
 from jewelcut.queue import BULK_QUEUE, app, held_chunks
+from jewelcut.registry import ensure_registered
 from jewelcut.settings import Settings
 from producer.backfill import BackfillOptions, run_backfill
 from producer.catalogue import import_rows, rows_from_listing, storage_for_listing
+from producer.queueing import chunk_queue
 from producer.reaper import reap
 from worker.chunk import claim_images
-from worker.registry import ensure_registered
 
 pytestmark = pytest.mark.services
 
@@ -67,14 +68,14 @@ def test_row_left_processing_by_a_dead_worker_is_reenqueued_and_finishes(
         )
     leave_processing(settings, "ring-1", started_ago_s=settings.processing_timeout_s + 60)
 
-    result = reap(settings)
+    result = reap(settings, chunk_queue(settings))
 
     assert (result.requeued, result.failed) == (1, 0)
     row = _wait_for_status(settings, "ring-1", {"done", "failed"}, timeout_s=240)
     assert (row.status, row.attempts) == ("done", 2)
     assert row.decision in ("accepted", "rejected") and row.confidence is not None
     assert row.preview_uri.startswith(f"s3://{s3_bucket}/previews/{test_model_name}/")
-    assert reap(settings).requeued == 0  # finished rows are never reaped
+    assert reap(settings, chunk_queue(settings)).requeued == 0  # finished rows are never reaped
 
 
 def test_only_queued_rows_whose_message_is_gone_are_sent_again(
@@ -86,9 +87,16 @@ def test_only_queued_rows_whose_message_is_gone_are_sent_again(
     settings = distributed_settings
     register(settings, "v1")
     image_ids = fill(settings, 2 * settings.chunk_size)
-    assert run_backfill(settings, BackfillOptions(model_version="v1")).chunks == 2
+    assert (
+        run_backfill(
+            settings, BackfillOptions(model_version="v1"), queue=chunk_queue(settings)
+        ).chunks
+        == 2
+    )
     past_deadline = utcnow() + timedelta(seconds=settings.processing_timeout_s + 1)
-    assert reap(settings, now=past_deadline).requeued == 0  # both still wait in the queue
+    assert (
+        reap(settings, chunk_queue(settings), now=past_deadline).requeued == 0
+    )  # both still wait in the queue
 
     with app.connection_for_read() as connection:
         channel = connection.default_channel
@@ -97,7 +105,7 @@ def test_only_queued_rows_whose_message_is_gone_are_sent_again(
         [(held_ids, _)] = held_chunks(settings)
         lost_ids = sorted(set(image_ids) - set(held_ids))
 
-        result = reap(settings, now=past_deadline)
+        result = reap(settings, chunk_queue(settings), now=past_deadline)
 
         channel.basic_ack(held.delivery_tag)
     assert (result.requeued, result.failed) == (len(lost_ids), 0)
@@ -115,9 +123,9 @@ def test_poison_image_ends_failed_after_max_attempts(
     settings = distributed_settings.model_copy(update={"max_attempts": 3})
     register(settings, "v1")
     [poison] = fill(settings, 1)
-    run_backfill(settings, BackfillOptions(model_version="v1"))
+    run_backfill(settings, BackfillOptions(model_version="v1"), queue=chunk_queue(settings))
     assert messages() == {poison: 1}
-    assert reap(settings).requeued == 0  # just queued: not past its deadline
+    assert reap(settings, chunk_queue(settings)).requeued == 0  # just queued: not past its deadline
 
     tries = 0
     later = utcnow()
@@ -125,7 +133,7 @@ def test_poison_image_ends_failed_after_max_attempts(
         assert list(claim_images([poison], "v1", settings)) == [poison]
         tries += 1
         later += timedelta(seconds=settings.processing_timeout_s + 1)
-        result = reap(settings, now=later)
+        result = reap(settings, chunk_queue(settings), now=later)
         assert tries <= settings.max_attempts
         if tries < settings.max_attempts:
             assert (result.requeued, result.failed) == (1, 0)

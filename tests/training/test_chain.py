@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from jewelcut.cli import app
-from worker.model import Flips, ModelCard, load_network, sha256_file
+from jewelcut.modelcard import Flips, ModelCard, sha256_file
+from worker.model import load_network
 
 SMOKE_BUDGET_S = 180
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from jewelcut.modelcard import WEIGHTS_FILE, ModelCard, default_model_dir, sha256_file
 from jewelcut.settings import DEFAULT_MODELS_DIR
 from training.evaluate import iou, truth_at
 from training.synth import listing_photo
-from worker.model import WEIGHTS_FILE, ModelCard, default_model_dir, sha256_file
 from worker.pipeline import Segmenter
 
 MAX_WEIGHTS_BYTES = 30 * 1024 * 1024

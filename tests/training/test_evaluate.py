@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from jewelcut.modelcard import GateThresholds
 from training.evaluate import ImageResult, boundary_iou, calibrate, iou, summarise
-from worker.gate import GateThresholds
 
 
 def disc(radius: int, size: int = 100, centre: tuple[int, int] = (50, 50)) -> np.ndarray:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from jewelcut.modelcard import Flips, Gate, ModelCard
 from training.export import build_card, export_model
-from worker.model import Flips, Gate, ModelCard, save_random_init
+from worker.model import save_random_init
 
 
 def report_at(min_confidence: float) -> dict[str, object]:

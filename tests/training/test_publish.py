@@ -10,19 +10,12 @@ import pytest
 import torch
 
 from jewelcut.db import ModelVersion, session_scope
+from jewelcut.modelcard import WEIGHTS_FILE, ChecksumMismatch, Flips, ModelCard, sha256_file
+from jewelcut.registry import resolve_model_dir
 from jewelcut.settings import Settings
 from jewelcut.storage import get_storage
 from training.publish import model_key, publish_model
-from worker.model import (
-    WEIGHTS_FILE,
-    ChecksumMismatch,
-    Flips,
-    ModelCard,
-    build_unet,
-    save_network,
-    sha256_file,
-)
-from worker.registry import resolve_model_dir
+from worker.model import build_unet, save_network
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worker.model import default_model_dir
+from jewelcut.modelcard import default_model_dir
 from worker.pipeline import Segmenter
 
 

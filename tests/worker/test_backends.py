@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jewelcut.modelcard import WEIGHTS_FILE, ChecksumMismatch, Flips, ModelCard
 from worker import backends
 from worker.backends import OnnxBackend, make_backend, onnx_cache_path
-from worker.model import WEIGHTS_FILE, ChecksumMismatch, Flips, ModelCard, load_network
+from worker.model import load_network
 from worker.pipeline import Segmenter
 
 # fp32 in both; ORT fuses and reorders kernels, so sums differ in the last bits. Measured on

@@ -14,6 +14,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from jewelcut.db import Image, Segmentation, session_scope, utcnow
+from jewelcut.modelcard import GateThresholds
+from jewelcut.registry import active_model_version, ensure_registered
 from jewelcut.settings import Settings
 from jewelcut.storage import cutout_key, get_storage, preview_key
 from worker.chunk import (
@@ -24,9 +26,8 @@ from worker.chunk import (
     run_chunk,
     write_artifacts,
 )
-from worker.gate import GateThresholds, score_and_gate
+from worker.gate import score_and_gate
 from worker.pipeline import ImageOutcome, Prediction
-from worker.registry import active_model_version, ensure_registered
 
 
 def _catalogue(settings: Settings, sources: dict[str, str], statuses: dict[str, str]) -> str:

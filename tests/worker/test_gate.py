@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.gate import GateThresholds, score_and_gate
+from jewelcut.modelcard import GateThresholds
+from worker.gate import score_and_gate
 
 SIDE = 64  # 4096 pixels: a 1024-pixel mask covers exactly 25%
 STUDY = GateThresholds()  # 0.05 <= area <= 0.50, confidence >= 0.98

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.model import IMAGENET_MEAN, IMAGENET_STD
+from jewelcut.modelcard import IMAGENET_MEAN, IMAGENET_STD
 from worker.preprocess import Preprocessor, crop_to_image, network_size
 
 

@@ -18,7 +18,7 @@ def test_task_is_registered_under_the_queue_name() -> None:
 
 
 def test_task_runs_the_chunk_and_returns_its_summary(embedded_settings: Settings) -> None:
-    from worker.registry import active_model_version, ensure_registered
+    from jewelcut.registry import active_model_version, ensure_registered
     from worker.tasks import process_chunk
 
     version = active_model_version(embedded_settings)
@@ -31,7 +31,7 @@ def test_task_runs_the_chunk_and_returns_its_summary(embedded_settings: Settings
 
 def test_importing_the_tasks_does_not_import_torch() -> None:
     code = (
-        "import sys, worker.tasks, jewelcut.queue, worker.registry, worker.chunk;"
+        "import sys, worker.tasks, jewelcut.queue, jewelcut.registry, worker.chunk;"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from jewelcut.db import ModelVersion, session_scope
-from jewelcut.settings import Settings
-from worker.model import WEIGHTS_FILE, ChecksumMismatch, ModelCard, default_model_dir
-from worker.registry import (
+from jewelcut.modelcard import WEIGHTS_FILE, ChecksumMismatch, ModelCard, default_model_dir
+from jewelcut.registry import (
     UnknownModelVersion,
     active_model_version,
     ensure_registered,
     register_model_version,
     resolve_model_dir,
 )
+from jewelcut.settings import Settings
 
 
 @pytest.fixture

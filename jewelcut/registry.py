@@ -14,13 +14,9 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from sqlalchemy.dialects import postgresql, sqlite
-
 from jewelcut.db import ModelVersion, session_scope
 from jewelcut.logs import get_logger
-from jewelcut.settings import Settings
-from jewelcut.storage import s3_client, split_s3_uri
-from worker.model import (
+from jewelcut.modelcard import (
     CARD_FILE,
     WEIGHTS_FILE,
     ChecksumMismatch,
@@ -28,6 +24,9 @@ from worker.model import (
     default_model_dir,
     sha256_file,
 )
+from jewelcut.settings import Settings
+from jewelcut.sql import upsert_statement
+from jewelcut.storage import s3_client, split_s3_uri
 
 log = get_logger(__name__)
 
@@ -137,11 +136,11 @@ def register_model_version(card: ModelCard, weights_uri: str, settings: Settings
         "card": card.model_dump(mode="json"),
     }
     with session_scope(settings.resolved_database_url) as session:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(ModelVersion).values(**values)
-        updates = {k: statement.excluded[k] for k in values if k != "name"}
-        session.execute(statement.on_conflict_do_update(index_elements=["name"], set_=updates))
+        updates = [name for name in values if name != "name"]
+        statement = upsert_statement(
+            session.connection(), ModelVersion.__table__, ["name"], updates
+        )
+        session.execute(statement.values(**values))
 
 
 def ensure_registered(name: str, settings: Settings) -> None:
