@@ -7,8 +7,9 @@ gets its share of the sample by population, and at least a few), plus rejected i
 the gate (`low_confidence` within `near` of it: the ones a looser gate would let in). Each item
 gets a random position, so the queue mixes strata in whatever order reviewers take it.
 
-A claim is one UPDATE over a `FOR UPDATE SKIP LOCKED` subquery (Postgres): two reviewers
-claiming at once get disjoint items. A claim lapses after `review_claim_s` without a verdict.
+A claim takes free items with `SELECT .. FOR UPDATE SKIP LOCKED` (Postgres) and marks them in
+the same transaction: two reviewers claiming at once get disjoint items. A claim lapses after
+`review_claim_s` without a verdict.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from jewelcut.db import (
     session_scope,
     utcnow,
 )
+from jewelcut.precision import Calibration, calibrate
 from jewelcut.retry import with_database_retries
 from jewelcut.settings import Settings
 
@@ -284,16 +286,18 @@ def _claim(
         ).all()
         missing = want - len(renewed)
         if missing > 0:
-            takeable = (
+            # Two statements: a LIMIT subquery inside the UPDATE may be rescanned and lock
+            # more rows than asked. The UPDATE checks `free` again (SQLite has no row locks).
+            takeable = session.scalars(
                 select(ReviewItem.image_id)
                 .where(free, *matching)
                 .order_by(ReviewItem.position)
                 .limit(missing)
                 .with_for_update(skip_locked=True)
-            )
+            ).all()
             session.execute(
                 update(ReviewItem)
-                .where(open_items, free, ReviewItem.image_id.in_(takeable.scalar_subquery()))
+                .where(open_items, free, ReviewItem.image_id.in_(takeable))
                 .values(claimed_by=reviewer, claimed_at=now)
                 .execution_options(synchronize_session=False)
             )
@@ -474,3 +478,50 @@ def accept_counts(
             for threshold in thresholds
         }
     return counts, total
+
+
+# --- calibration ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateCalibration:
+    model_version: str
+    calibration: Calibration
+    current_gate: float
+    decided: int  # images decided so far under this version
+    accepted_now: int  # of those, what the current gate accepts
+    accepted_chosen: int | None  # what the calibrated gate would accept
+    accepted_next_lower: int | None
+
+    def rate(self, accepted: int | None) -> float | None:
+        return None if accepted is None or not self.decided else accepted / self.decided
+
+
+def calibrate_gate(
+    settings: Settings, model_version: str, target_precision: float
+) -> GateCalibration:
+    """The lowest threshold whose Wilson lower bound on reviewed precision meets the target,
+    from the latest verdicts, and the accept rates it and the current gate give on everything
+    decided so far."""
+    min_area, max_area, card_min_confidence = card_gate(settings, model_version)
+    applied = applied_min_confidence(settings, model_version)
+    current = applied if applied is not None else card_min_confidence
+    eligible = [
+        (confidence, clean)
+        for confidence, area, clean in latest_verdicts(settings, model_version)
+        if min_area <= area <= max_area
+    ]
+    result = calibrate(eligible, target_precision)
+    chosen = result.chosen.threshold if result.chosen else None
+    lower = result.next_lower.threshold if result.next_lower else None
+    wanted = [t for t in (current, chosen, lower) if t is not None]
+    counts, decided = accept_counts(settings, model_version, wanted, min_area, max_area)
+    return GateCalibration(
+        model_version=model_version,
+        calibration=result,
+        current_gate=current,
+        decided=decided,
+        accepted_now=counts[current],
+        accepted_chosen=None if chosen is None else counts[chosen],
+        accepted_next_lower=None if lower is None else counts[lower],
+    )
