@@ -193,7 +193,9 @@ def render_report(report: Report, console: Console) -> None:
             f"No finished images yet; unfinished (queued or processing): {report.unfinished}"
         )
         return
-    console.print(_totals_table("Accept rate by model version", report.overall, report.precision))
+    console.print(_totals_table("Accept rate by model version", report.overall))
+    if report.precision:
+        console.print(_precision_table(report.overall, report.precision))
     console.print(_day_table(report.by_day))
     console.print(_reason_table("Rejections by reason", report.rejections))
     console.print(_reason_table("Failures by reason", report.failures))
@@ -216,29 +218,34 @@ def _totals_cells(totals: Totals) -> list[str]:
     ]
 
 
-def _totals_table(
-    title: str, rows: list[Totals], precision: dict[str, ReviewedPrecision] | None = None
-) -> Table:
+def _totals_table(title: str, rows: list[Totals]) -> Table:
     table = Table(title=title)
     table.add_column("model version")
     _totals_columns(table)
-    if precision is not None:
-        table.add_column("reviewed", justify="right")
-        table.add_column("precision [95%]", justify="right")
     for totals in rows:
-        cells = _totals_cells(totals)
-        if precision is not None:
-            cells += _precision_cells(precision.get(totals.model_version))
-        table.add_row(totals.model_version, *cells)
+        table.add_row(totals.model_version, *_totals_cells(totals))
     return table
 
 
-def _precision_cells(reviewed: ReviewedPrecision | None) -> list[str]:
-    """Reviewed precision of accepted images: how many were reviewed, and the share clean."""
-    if reviewed is None:
-        return ["0", "-"]
-    interval = f"{reviewed.precision:.1%} [{reviewed.low:.1%}, {reviewed.high:.1%}]"
-    return [str(reviewed.reviewed), interval]
+def _precision_table(rows: list[Totals], precision: dict[str, ReviewedPrecision]) -> Table:
+    """Beside each version's accept rate, the share of its accepted cutouts people called
+    clean (`jewelcut review`), with Wilson's 95% interval."""
+    table = Table(title="Reviewed precision of accepted images")
+    table.add_column("model version")
+    for name in ("accept rate", "reviewed", "precision", "95% interval"):
+        table.add_column(name, justify="right")
+    for totals in rows:
+        reviewed = precision.get(totals.model_version)
+        if reviewed is None:
+            continue
+        table.add_row(
+            totals.model_version,
+            format_rate(totals.accept_rate),
+            str(reviewed.reviewed),
+            f"{reviewed.precision:.1%}",
+            f"{reviewed.low:.1%}-{reviewed.high:.1%}",
+        )
+    return table
 
 
 def _day_table(rows: list[DayTotals]) -> Table:
