@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from starlette.middleware.sessions import SessionMiddleware
 
 from jewelcut import reviews
-from jewelcut.db import FLAWS, Image, Segmentation, session_scope
+from jewelcut.db import FLAWS, Image, ReviewItem, Segmentation, session_scope
 from jewelcut.retry import with_database_retries
 from jewelcut.settings import Settings
 from review import images
@@ -323,7 +323,9 @@ def _row(settings: Settings, version: str, image_id: str) -> dict[str, Any] | No
         segmentation = session.get(Segmentation, (image_id, version))
         if segmentation is None or segmentation.status != "done":
             return None
+        item = session.get(ReviewItem, (version, image_id))
         return {
+            "stratum": item.stratum if item else None,
             "image_id": image_id,
             "decision": segmentation.decision,
             "reason": segmentation.reason,
