@@ -234,3 +234,29 @@ def make_proxy() -> object:
     yield make
     for proxy in proxies:
         proxy.close()
+
+
+def test_filters_hand_out_only_matching_images(postgres_settings: Settings) -> None:
+    decided_rows(
+        postgres_settings,
+        [
+            ("acc-high", "accepted", 0.999, 0.2),
+            ("acc-low", "accepted", 0.985, 0.2),
+            ("rej-near", "rejected", 0.97, 0.2),
+        ],
+    )
+    reviews.plan_reviews(postgres_settings, VERSION, accepted=10, rejected_share=0.5)
+    client = signed_in(create_app(postgres_settings), "ann")
+
+    def offered(**filters: str) -> list[str]:
+        params = {"model_version": VERSION} | filters
+        page_text = client.get("/review", params=params).text
+        return CURRENT.findall(page_text)
+
+    assert offered(decision="rejected") == ["rej-near"]
+    assert offered(decision="accepted", min_confidence="0.99") == ["acc-high"]
+    assert offered(max_confidence="0.99", min_confidence="0.98") == ["acc-low"]
+    assert offered(day="2001-01-01") == []  # decided today, not then
+    today = reviews.utcnow().date().isoformat()
+    assert offered(day=today, decision="accepted")[0] in ("acc-high", "acc-low")
+    assert client.get("/review", params={"model_version": VERSION, "day": "x"}).status_code == 422
