@@ -1,11 +1,17 @@
 """The sampling plan: accepted images stratified by confidence band, rejected ones just under
-the gate, topped up (never duplicated) when run again; `jewelcut review --plan-only` and its
-refusal to serve off loopback without a token."""
+the gate, topped up (never duplicated) when run again; `jewelcut review`: --plan-only, its
+refusal to serve off loopback without a token, and the page served by the command."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
+import httpx
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -13,6 +19,7 @@ from jewelcut.cli import app
 from jewelcut.db import ReviewItem, Segmentation, session_scope
 from jewelcut.reviews import plan_reviews
 from jewelcut.settings import Settings
+from tests.faults.harness import eventually, free_port
 from tests.review.conftest import VERSION, decided_rows
 
 
@@ -75,3 +82,38 @@ def test_review_plan_only_and_the_token_off_loopback(postgres_settings: Settings
     refused = runner.invoke(app, [*base, "--host", "0.0.0.0", "--port", "1"])
     assert refused.exit_code == 2
     assert "off loopback" in refused.output and "JEWELCUT_REVIEW_TOKEN" in refused.output
+
+
+def test_jewelcut_review_serves_the_page_and_stops_on_a_signal(
+    postgres_settings: Settings, tmp_path: Path
+) -> None:
+    catalogue(postgres_settings)
+    port = free_port()
+    token = tmp_path / "token"
+    token.write_text("a-long-review-token\n")
+    environment = os.environ | {"JEWELCUT_REVIEW_TOKEN_FILE": str(token)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jewelcut", "review", "--model-version", VERSION,
+         "--sample", "20", "--host", "0.0.0.0", "--port", str(port)],
+        env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        eventually(lambda: _answers(f"{base}/healthz"), 60, "jewelcut review answers")
+        with httpx.Client(base_url=base) as client:
+            assert client.get("/review").status_code == 401  # bound off loopback: token needed
+            authed = {"Authorization": "Bearer a-long-review-token", "X-Reviewer": "ann"}
+            page = client.get("/review", params={"model_version": VERSION}, headers=authed)
+            assert page.status_code == 200 and 'id="image-id"' in page.text
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=30)
+    assert server.returncode == 0, output
+    assert f"review plan for {VERSION}" in output and f"0.0.0.0:{port}" in output
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
