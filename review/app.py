@@ -33,6 +33,7 @@ from review import images
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 CLAIM_BATCH = 5  # images a reviewer holds at a time (j moves through them)
+GRID_BATCH = 12  # images the grid shows (and holds) at once
 HISTORY = 20  # reviewed images k can go back to
 
 
@@ -195,6 +196,7 @@ def _routes(app: FastAPI) -> None:
         csrf_token: Annotated[str, Form()] = "",
         flaw: Annotated[str, Form()] = "",
         query: Annotated[str, Form()] = "",
+        view: Annotated[str, Form()] = "review",
     ) -> Response:
         reviewer = _require_reviewer(request)
         _check_csrf(request, csrf_token)
@@ -207,7 +209,42 @@ def _routes(app: FastAPI) -> None:
             raise HTTPException(404, str(unknown)) from unknown
         except ValueError as invalid:
             raise HTTPException(422, str(invalid)) from invalid
-        return RedirectResponse(f"/review?{query}", status_code=303)
+        page = "/grid" if view == "grid" else "/review"
+        return RedirectResponse(f"{page}?{query}", status_code=303)
+
+    @app.get("/grid", response_class=HTMLResponse)
+    def grid_page(
+        request: Request,
+        model_version: str | None = None,
+        decision: str | None = None,
+        min_confidence: float | None = None,
+        max_confidence: float | None = None,
+        day: date | None = None,
+    ) -> Response:
+        reviewer = _require_reviewer(request)
+        settings: Settings = request.app.state.settings
+        version = model_version or _default_version(settings)
+        filters = reviews.Filters(decision or None, min_confidence, max_confidence, day)
+
+        def gather() -> dict[str, Any]:
+            held = reviews.claim(settings, version, reviewer, want=GRID_BATCH, filters=filters)
+            rows = [_row(settings, version, image_id) for image_id in held]
+            return {
+                "model_version": version,
+                "versions": _versions(settings),
+                "progress": reviews.progress(settings, version, reviewer),
+                "items": [row for row in rows if row is not None],
+            }
+
+        context = with_database_retries(gather)
+        context |= {
+            "reviewer": reviewer,
+            "csrf_token": _csrf_token(request),
+            "filters": filters,
+            "query": _filter_query(version, filters),
+            "flaws": FLAWS,
+        }
+        return TEMPLATES.TemplateResponse(request, "grid.html", context)
 
     @app.get("/image/{model_version}/{image_id}/{kind}")
     def image(request: Request, model_version: str, image_id: str, kind: str) -> Response:

@@ -260,3 +260,34 @@ def test_filters_hand_out_only_matching_images(postgres_settings: Settings) -> N
     today = reviews.utcnow().date().isoformat()
     assert offered(day=today, decision="accepted")[0] in ("acc-high", "acc-low")
     assert client.get("/review", params={"model_version": VERSION, "day": "x"}).status_code == 422
+
+
+def test_the_grid_shows_held_images_and_takes_verdicts(postgres_settings: Settings) -> None:
+    ids = planned(postgres_settings, 15)
+    client = signed_in(create_app(postgres_settings), "ann")
+    grid = client.get("/grid", params={"model_version": VERSION})
+    assert grid.status_code == 200
+    shown = re.findall(r'image=([^"&]+)"', grid.text)
+    assert len(shown) == 12 and set(shown) <= set(ids)
+    csrf = CSRF.search(grid.text)
+    assert csrf
+    response = client.post(
+        "/verdict",
+        data={
+            "model_version": VERSION,
+            "image_id": shown[0],
+            "verdict": "flawed",
+            "flaw": "missed_part",
+            "csrf_token": csrf.group(1),
+            "query": f"model_version={VERSION}",
+            "view": "grid",
+        },
+        follow_redirects=False,
+    )
+    assert response.status_code == 303 and response.headers["location"].startswith("/grid?")
+    assert reviews.verdict_of(postgres_settings, VERSION, shown[0], "ann") == (
+        "flawed",
+        "missed_part",
+    )
+    again = re.findall(r'image=([^"&]+)"', client.get(response.headers["location"]).text)
+    assert shown[0] not in again and len(again) == 12  # topped up from the queue
