@@ -322,7 +322,7 @@ def _page_context(
     held = reviews.claim(settings, version, reviewer, want=CLAIM_BATCH, filters=filters)
     done = reviews.reviewed_by(settings, version, reviewer, HISTORY)
     order = [*[i for i in done if i not in held], *held]
-    current = image if image in order else (held[0] if held else (image or None))
+    current = image or (held[0] if held else None)  # asked for (a link, j/k), else next held
     if current is not None and current not in order:
         order.append(current)
     index = order.index(current) if current is not None else -1
