@@ -16,10 +16,17 @@ app = typer.Typer(
 def _register_all() -> None:
     from jewelcut import commands as core_commands
     from producer import commands as producer_commands
+    from review import commands as review_commands
     from training import commands as training_commands
     from worker import commands as worker_commands
 
-    for module in (core_commands, worker_commands, producer_commands, training_commands):
+    for module in (
+        core_commands,
+        worker_commands,
+        producer_commands,
+        review_commands,
+        training_commands,
+    ):
         module.register(app)
 
 

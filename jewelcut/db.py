@@ -16,9 +16,11 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -45,6 +47,9 @@ RESULT_COLUMNS = (
     "height",
     "cutout_uri",
     "preview_uri",
+    "mask_uri",
+    "probability_uri",
+    "gate_min_confidence",
     "error",
     "finished_at",
     "timings",
@@ -125,6 +130,11 @@ class Segmentation(Base):
     height: Mapped[int | None] = mapped_column(Integer)
     cutout_uri: Mapped[str | None] = mapped_column(Text)
     preview_uri: Mapped[str | None] = mapped_column(Text)
+    # What a reviewer and a re-gate need, kept for every decided image (network resolution):
+    # the cleaned mask (0/255) and the probability map (0..255) as grey PNGs.
+    mask_uri: Mapped[str | None] = mapped_column(Text)
+    probability_uri: Mapped[str | None] = mapped_column(Text)
+    gate_min_confidence: Mapped[float | None] = mapped_column(Float)  # the decision's threshold
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
@@ -168,6 +178,81 @@ class Run(Base):
 def run_error(error: BaseException) -> str:
     """What a failed run's `error` says: the exception, on one line."""
     return " ".join(f"{type(error).__name__}: {error}".split())[:1000]
+
+
+VERDICTS = ("clean", "flawed")
+FLAWS = ("missed_part", "background_kept", "hole_filled", "halo", "other")
+
+
+class GateSetting(Base):
+    """A confidence threshold applied to a model version (`jewelcut calibrate --apply`): the
+    latest row is the version's gate; none means the card's."""
+
+    __tablename__ = "gates"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    model_version: Mapped[str] = mapped_column(ForeignKey("model_versions.name"), index=True)
+    min_confidence: Mapped[float] = mapped_column(Float)
+    target_precision: Mapped[float | None] = mapped_column(Float)
+    precision_low: Mapped[float | None] = mapped_column(Float)  # Wilson lower bound at apply
+    reviewed: Mapped[int | None] = mapped_column(Integer)
+    applied_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewItem(Base):
+    """One image of a model version's review sample (the stored queue). A reviewer claims an
+    item for `review_claim_s`; a claim past that is free again."""
+
+    __tablename__ = "review_queue"
+
+    model_version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    image_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    stratum: Mapped[str] = mapped_column(String(64))  # e.g. "accepted 0.990-0.995"
+    position: Mapped[float] = mapped_column(Float)  # random order across strata
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    reviewed_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["image_id", "model_version"],
+            ["segmentations.image_id", "segmentations.model_version"],
+            ondelete="CASCADE",
+        ),
+        Index("ix_review_queue_open", "model_version", "reviewed_at", "position"),
+    )
+
+
+class Review(Base):
+    """A person's verdict on one image under one model version; one per reviewer (a second
+    verdict by the same reviewer replaces the first)."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    image_id: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(128))
+    verdict: Mapped[str] = mapped_column(String(16))
+    flaw: Mapped[str | None] = mapped_column(String(32))
+    reviewer: Mapped[str] = mapped_column(String(128))
+    reviewed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["image_id", "model_version"],
+            ["segmentations.image_id", "segmentations.model_version"],
+            ondelete="CASCADE",
+        ),
+        CheckConstraint("verdict IN ('clean', 'flawed')", name="ck_reviews_verdict"),
+        CheckConstraint(
+            "flaw IS NULL OR flaw IN "
+            "('missed_part', 'background_kept', 'hole_filled', 'halo', 'other')",
+            name="ck_reviews_flaw",
+        ),
+        Index("ux_reviews_one_per_reviewer", "image_id", "model_version", "reviewer", unique=True),
+        Index("ix_reviews_version", "model_version", "reviewed_at"),
+    )
 
 
 @lru_cache(maxsize=8)

@@ -12,10 +12,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
 from jewelcut.logs import get_logger
 
 log = get_logger(__name__)
 T = TypeVar("T")
+DATABASE_RETRY_DELAYS_S = (1, 2, 4, 8, 15, 30)  # rides out a Postgres restart
 
 
 def with_retries(
@@ -41,3 +44,26 @@ def with_retries(
             )
             time.sleep(delay)
     return action()
+
+
+def with_database_retries(action: Callable[[], T]) -> T:
+    """Run `action`, retrying while the database is unreachable (a restart, a failover) or a
+    transaction lost its connection. Each action must be safe to run again (a commit may have
+    gone through unseen)."""
+    return with_retries(
+        action,
+        retry_on=(DBAPIError,),
+        retryable=_connection_trouble,
+        delays_s=DATABASE_RETRY_DELAYS_S,
+        what="database",
+    )
+
+
+def _connection_trouble(error: BaseException) -> bool:
+    if isinstance(error, OperationalError | InterfaceError):
+        return True
+    if getattr(error, "connection_invalidated", False):
+        return True
+    # psycopg's word for a pooled connection whose last statement died with the server: the
+    # pool throws it away, so the next try gets a fresh one.
+    return "transaction status ACTIVE" in str(getattr(error, "orig", ""))

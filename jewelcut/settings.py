@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     metrics_port: int | None = Field(None, description="Prometheus metrics port for workers.")
 
+    # --- human review (`jewelcut review`, `calibrate`) ----------------------------------------
+    review_host: str = Field("127.0.0.1", description="The review page's bind address.")
+    review_port: int = 8020
+    review_token: SecretStr | None = Field(
+        None, description="Required to open the review page when it is bound off loopback."
+    )
+    review_token_file: Path | None = Field(None, description="A file holding review_token.")
+    review_claim_s: int = Field(900, description="A reviewer's hold on a queued image.")
+
     @property
     def embedded(self) -> bool:
         return self.broker_url is None
@@ -87,6 +96,14 @@ class Settings(BaseSettings):
     @property
     def resolved_model_cache_dir(self) -> Path:
         return (self.model_cache_dir or self.data_dir / "model-cache").resolve()
+
+    @property
+    def resolved_review_token(self) -> str | None:
+        if self.review_token is not None:
+            return self.review_token.get_secret_value()
+        if self.review_token_file is not None:
+            return self.review_token_file.read_text().strip() or None
+        return None
 
     @property
     def resolved_source_root(self) -> Path:

@@ -35,6 +35,16 @@ def preview_key(model_version: str, image_id: str) -> str:
     return f"previews/{model_version}/{image_id}.jpg"
 
 
+def mask_key(model_version: str, image_id: str) -> str:
+    """The cleaned mask at network resolution (grey PNG, 0/255)."""
+    return f"masks/{model_version}/{image_id}.png"
+
+
+def probability_key(model_version: str, image_id: str) -> str:
+    """The probability map at network resolution (grey PNG, 0..255)."""
+    return f"probabilities/{model_version}/{image_id}.png"
+
+
 class Storage(Protocol):
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
         """Write `data` at `key` (overwriting) and return its URI."""

@@ -1,6 +1,7 @@
 """The accept-rate report: read the views of migration 0002 and render them as rich tables.
 
 The accept rate is accepted / done (images the gate decided on); failures are counted apart.
+Beside it, the reviewed precision of accepted images (the views of migration 0003).
 """
 
 from __future__ import annotations
@@ -51,9 +52,21 @@ class Bin:
     images: int
 
 
+@dataclass(frozen=True)
+class ReviewedPrecision:
+    """clean / reviewed among accepted images (migration 0003's view), with Wilson's 95%."""
+
+    reviewed: int
+    clean: int
+    precision: float
+    low: float
+    high: float
+
+
 @dataclass
 class Report:
     overall: list[Totals] = field(default_factory=list)
+    precision: dict[str, ReviewedPrecision] = field(default_factory=dict)  # by model version
     by_day: list[DayTotals] = field(default_factory=list)
     rejections: list[ReasonCount] = field(default_factory=list)
     failures: list[ReasonCount] = field(default_factory=list)
@@ -66,6 +79,7 @@ def build_report(settings: Settings, model_version: str | None = None, days: int
     with get_engine(settings.resolved_database_url).connect() as connection:
         return Report(
             overall=_overall(connection, model_version),
+            precision=_precision(connection, model_version),
             by_day=_by_day(connection, model_version, days),
             rejections=_reasons(connection, "rejections_by_reason", model_version),
             failures=_reasons(connection, "failures_by_reason", model_version),
@@ -88,6 +102,21 @@ def _overall(connection: Connection, model_version: str | None) -> list[Totals]:
     return [
         _totals(row) for row in _view(connection, "accept_rate_by_model_version", model_version)
     ]
+
+
+def _precision(connection: Connection, model_version: str | None) -> dict[str, ReviewedPrecision]:
+    rows = _view(connection, "reviewed_precision_by_model_version", model_version)
+    return {
+        row["model_version"]: ReviewedPrecision(
+            int(row["reviewed"]),
+            int(row["clean"]),
+            float(row["precision"]),
+            float(row["precision_low"]),
+            float(row["precision_high"]),
+        )
+        for row in rows
+        if row["reviewed"]
+    }
 
 
 def _totals(row: Any) -> Totals:
@@ -165,6 +194,8 @@ def render_report(report: Report, console: Console) -> None:
         )
         return
     console.print(_totals_table("Accept rate by model version", report.overall))
+    if report.precision:
+        console.print(_precision_table(report.overall, report.precision))
     console.print(_day_table(report.by_day))
     console.print(_reason_table("Rejections by reason", report.rejections))
     console.print(_reason_table("Failures by reason", report.failures))
@@ -193,6 +224,27 @@ def _totals_table(title: str, rows: list[Totals]) -> Table:
     _totals_columns(table)
     for totals in rows:
         table.add_row(totals.model_version, *_totals_cells(totals))
+    return table
+
+
+def _precision_table(rows: list[Totals], precision: dict[str, ReviewedPrecision]) -> Table:
+    """Beside each version's accept rate, the share of its accepted cutouts people called
+    clean (`jewelcut review`), with Wilson's 95% interval."""
+    table = Table(title="Reviewed precision of accepted images")
+    table.add_column("model version")
+    for name in ("accept rate", "reviewed", "precision", "95% interval"):
+        table.add_column(name, justify="right")
+    for totals in rows:
+        reviewed = precision.get(totals.model_version)
+        if reviewed is None:
+            continue
+        table.add_row(
+            totals.model_version,
+            format_rate(totals.accept_rate),
+            str(reviewed.reviewed),
+            f"{reviewed.precision:.1%}",
+            f"{reviewed.low:.1%}-{reviewed.high:.1%}",
+        )
     return table
 
 

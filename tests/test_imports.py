@@ -1,7 +1,8 @@
-"""Imports point down: the core (jewelcut/) never imports worker/, producer/ or training/, not
-even inside a function; the worker never imports the producer or training. jewelcut.cli is the
-one place that puts the areas together (it registers their commands). And no two modules import
-each other, directly or round a loop (a package's __init__ aside)."""
+"""Imports point down: the core (jewelcut/) never imports worker/, producer/, training/ or
+review/, not even inside a function; the worker never imports the producer, training or the
+review page. jewelcut.cli is the one place that puts the areas together (it registers their
+commands). And no two modules import each other, directly or round a loop (a package's
+__init__ aside)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-AREAS = ("jewelcut", "worker", "producer", "training")
+AREAS = ("jewelcut", "worker", "producer", "training", "review")
 COMPOSITION_ROOT = ROOT / "jewelcut" / "cli.py"
 ABOVE = {
-    "jewelcut": {"worker", "producer", "training"},
-    "worker": {"producer", "training"},
+    "jewelcut": {"worker", "producer", "training", "review"},
+    "worker": {"producer", "training", "review"},
 }
 
 

@@ -24,14 +24,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from jewelcut import metrics
@@ -45,11 +44,18 @@ from jewelcut.db import (
     utcnow,
 )
 from jewelcut.logs import get_logger, log_context
-from jewelcut.retry import with_retries
+from jewelcut.retry import with_database_retries
 from jewelcut.settings import Settings, get_settings
 from jewelcut.sources import fetch_source
 from jewelcut.sql import upsert_statement
-from jewelcut.storage import Storage, cutout_key, get_storage, preview_key
+from jewelcut.storage import (
+    Storage,
+    cutout_key,
+    get_storage,
+    mask_key,
+    preview_key,
+    probability_key,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,7 +65,6 @@ if TYPE_CHECKING:
 UPSERTED_COLUMNS = ("status", *RESULT_COLUMNS)
 log = get_logger(__name__)
 T = TypeVar("T")
-DATABASE_RETRY_DELAYS_S = (1, 2, 4, 8, 15, 30)  # rides out a Postgres restart
 
 
 @dataclass
@@ -105,6 +110,7 @@ def run_chunk(
     with log_context(chunk_id=chunk_id, model_version=model_version):
         # The model first: a worker that cannot load it must not claim (and strand) any rows.
         segmenter = get_segmenter(model_version, settings)
+        segmenter = with_database_retries(lambda: gated(segmenter, model_version, settings))
         # One claim time for every try: a retry re-takes the rows of a commit it did not see.
         claimed_at = utcnow()
         claim = with_database_retries(
@@ -155,7 +161,10 @@ def _process_and_record(
         finished.extend(segment_images(segmenter, sources, model_version, settings))
     finally:
         # Even when the stream broke off: keep what finished; the reaper requeues the rest.
-        with_database_retries(lambda: record_outcomes(finished, model_version, settings))
+        threshold = segmenter.thresholds.min_confidence
+        with_database_retries(
+            lambda: record_outcomes(finished, model_version, settings, min_confidence=threshold)
+        )
         outcomes.extend(finished)
 
 
@@ -310,11 +319,27 @@ def segment_images(
 def write_artifacts(
     storage: Storage, model_version: str, image_id: str, rgb: np.ndarray, prediction: Prediction
 ) -> dict[str, str]:
-    """Upload the cutout (accepted only) and the preview a person is shown; returns their URIs."""
-    from worker.cutout import encode_cutout_png, encode_preview_jpeg
+    """Upload the cleaned mask and probability map (every decided image: what a reviewer and a
+    re-gate need), the cutout (accepted only) and the preview a person is shown; returns their
+    URIs."""
+    from worker.cutout import (
+        encode_cutout_png,
+        encode_mask_png,
+        encode_preview_jpeg,
+        encode_probability_png,
+    )
 
     height, width = rgb.shape[:2]
-    artifacts: dict[str, str] = {}
+    artifacts = {
+        "mask_uri": storage.put(
+            mask_key(model_version, image_id), encode_mask_png(prediction.mask), "image/png"
+        ),
+        "probability_uri": storage.put(
+            probability_key(model_version, image_id),
+            encode_probability_png(prediction.probability),
+            "image/png",
+        ),
+    }
     alpha = prediction.alpha(height, width) if prediction.accepted else None
     if alpha is not None:
         artifacts["cutout_uri"] = storage.put(
@@ -327,13 +352,20 @@ def write_artifacts(
 
 
 def record_outcomes(
-    outcomes: Sequence[ImageOutcome], model_version: str, settings: Settings
+    outcomes: Sequence[ImageOutcome],
+    model_version: str,
+    settings: Settings,
+    *,
+    min_confidence: float | None = None,
 ) -> None:
-    """One bulk upsert of the chunk's results."""
+    """One bulk upsert of the chunk's results; `min_confidence` is the gate they were decided
+    with."""
     if not outcomes:
         return
     finished_at = utcnow()
-    rows = [_result_row(outcome, model_version, finished_at) for outcome in outcomes]
+    rows = [
+        _result_row(outcome, model_version, finished_at, min_confidence) for outcome in outcomes
+    ]
     with session_scope(settings.resolved_database_url) as session:
         statement = upsert_statement(
             session.connection(),
@@ -344,7 +376,10 @@ def record_outcomes(
         session.execute(statement.values(rows))
 
 
-def _result_row(outcome: ImageOutcome, model_version: str, finished_at: Any) -> dict[str, Any]:
+def _result_row(
+    outcome: ImageOutcome, model_version: str, finished_at: Any, min_confidence: float | None
+) -> dict[str, Any]:
+    decided = outcome.status == "done"
     return {
         "image_id": outcome.key,
         "model_version": model_version,
@@ -359,6 +394,9 @@ def _result_row(outcome: ImageOutcome, model_version: str, finished_at: Any) -> 
         "height": outcome.height,
         "cutout_uri": outcome.artifacts.get("cutout_uri"),
         "preview_uri": outcome.artifacts.get("preview_uri"),
+        "mask_uri": outcome.artifacts.get("mask_uri"),
+        "probability_uri": outcome.artifacts.get("probability_uri"),
+        "gate_min_confidence": min_confidence if decided else None,
         "error": outcome.error,
         "finished_at": finished_at,
         "timings": {stage: round(seconds, 6) for stage, seconds in outcome.timings.items()},
@@ -389,33 +427,24 @@ def _count_gave_up(summary: ChunkSummary, image_ids: Sequence[str]) -> None:
         )
 
 
-def with_database_retries(action: Callable[[], T]) -> T:
-    """Run `action`, retrying while the database is unreachable (a restart, a failover) or a
-    transaction lost its connection. Each action here may run again: the upsert is idempotent,
-    and a claim whose commit went through unseen leaves its rows to the reaper."""
-    return with_retries(
-        action,
-        retry_on=(DBAPIError,),
-        retryable=_connection_trouble,
-        delays_s=DATABASE_RETRY_DELAYS_S,
-        what="database",
-    )
-
-
-def _connection_trouble(error: BaseException) -> bool:
-    if isinstance(error, OperationalError | InterfaceError):
-        return True
-    if getattr(error, "connection_invalidated", False):
-        return True
-    # psycopg's word for a pooled connection whose last statement died with the server: the
-    # pool throws it away, so the next try gets a fresh one.
-    return "transaction status ACTIVE" in str(getattr(error, "orig", ""))
-
-
 # --------------------------------------------------------------- one Segmenter per process ---
 
 _segmenters: dict[tuple[str, ...], Segmenter] = {}
 _segmenters_lock = threading.Lock()
+
+
+def gated(segmenter: Segmenter, model_version: str, settings: Settings) -> Segmenter:
+    """The segmenter deciding with the version's applied gate (`jewelcut calibrate --apply`),
+    or with its card's when none was applied."""
+    from dataclasses import replace
+
+    from jewelcut.reviews import applied_min_confidence
+
+    min_confidence = applied_min_confidence(settings, model_version)
+    if min_confidence is None:
+        return segmenter
+    card_gate = segmenter.card.gate.thresholds()
+    return segmenter.with_gate(replace(card_gate, min_confidence=min_confidence))
 
 
 def get_segmenter(model_version: str, settings: Settings) -> Segmenter:

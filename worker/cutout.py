@@ -43,11 +43,34 @@ def full_resolution_alpha(
     if not mask.any():
         return np.zeros((height, width), np.uint8)
     size = (width, height)
-    probability8 = (np.clip(probability, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    probability8 = quantize_probability(probability)
     ramp = cv2.LUT(cv2.resize(probability8, size, interpolation=cv2.INTER_LINEAR), RAMP)
     support = cv2.dilate(mask.astype(np.uint8) * np.uint8(255), np.ones((3, 3), np.uint8))
     support = cv2.resize(support, size, interpolation=cv2.INTER_LINEAR)
     return cv2.multiply(ramp, support, scale=1.0 / 255.0)
+
+
+def quantize_probability(probability: np.ndarray) -> np.ndarray:
+    """Probabilities (float) as uint8 0..255: what the alpha is made from, and what is stored.
+    Idempotent on its own output divided by 255, so a stored map gives the very same alpha."""
+    if probability.dtype == np.uint8:
+        return probability
+    return (np.clip(probability, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def encode_probability_png(probability: np.ndarray) -> bytes:
+    return encode_png(quantize_probability(probability))
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    return encode_png(mask.astype(np.uint8) * np.uint8(255))
+
+
+def decode_grey_png(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise ValueError("not a readable PNG")
+    return image
 
 
 def binary_mask(alpha: np.ndarray) -> np.ndarray:

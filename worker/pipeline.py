@@ -10,6 +10,7 @@ One failing image becomes a failed outcome with a reason; the stream goes on.
 from __future__ import annotations
 
 import contextvars
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -108,6 +109,7 @@ class Segmenter:
         self.threads = threads
         self.preprocess = Preprocessor(self.card.input_size, self.card.mean, self.card.std)
         self._backend: InferenceBackend | None = None
+        self._gate: GateThresholds | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, model_dir: Path | None = None) -> Segmenter:
@@ -126,7 +128,13 @@ class Segmenter:
 
     @property
     def thresholds(self) -> GateThresholds:
-        return self.card.gate.thresholds()
+        return self._gate or self.card.gate.thresholds()
+
+    def with_gate(self, thresholds: GateThresholds) -> Segmenter:
+        """This segmenter (its backend shared, so load it first) deciding with `thresholds`."""
+        gated = copy.copy(self)
+        gated._gate = thresholds
+        return gated
 
     @property
     def model_version(self) -> str:

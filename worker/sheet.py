@@ -207,16 +207,85 @@ def _shown_loader(accepted: bool, photo: Loader, cutout: Loader) -> Loader:
 # --- rows from the database ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StoredImages:
+    """What the worker stored for one image, as loaders (each reads once): the photo from its
+    source, the raw mask (probability >= 0.5) and the cleaned mask at network resolution, the
+    cutout (the stored one when accepted; for a rejected image the one its mask would give) and
+    the preview a person is shown."""
+
+    photo: Loader
+    raw_mask: Loader
+    cleaned_mask: Loader
+    probability: Loader
+    cutout: Loader
+    shown: Loader
+
+
+def stored_images(
+    storage: Any, settings: Settings, model_version: str, image_id: str, source_uri: str
+) -> StoredImages:
+    from jewelcut.storage import cutout_key, mask_key, preview_key, probability_key
+
+    photo = cache(_source_loader(source_uri, settings))
+    probability = cache(_stored_loader(storage, probability_key(model_version, image_id)))
+    cleaned = cache(_stored_loader(storage, mask_key(model_version, image_id)))
+    stored_cutout = cache(_stored_loader(storage, cutout_key(model_version, image_id)))
+    cutout = cache(_db_cutout_loader(stored_cutout, photo, probability, cleaned))
+    return StoredImages(
+        photo=photo,
+        raw_mask=_threshold_loader(probability),
+        cleaned_mask=_either(cleaned, _alpha_mask_loader(stored_cutout)),
+        probability=probability,
+        cutout=cutout,
+        shown=_stored_loader(storage, preview_key(model_version, image_id)),
+    )
+
+
+def _threshold_loader(probability: Loader) -> Loader:
+    def load() -> np.ndarray | None:
+        grey = probability()
+        return None if grey is None else np.where(grey >= 128, 255, 0).astype(np.uint8)
+
+    return load
+
+
+def _either(first: Loader, second: Loader) -> Loader:
+    def load() -> np.ndarray | None:
+        image = first()
+        return image if image is not None else second()
+
+    return load
+
+
+def _db_cutout_loader(stored: Loader, photo: Loader, probability: Loader, mask: Loader) -> Loader:
+    """The stored cutout; else (rejected) the cutout its stored mask and probabilities give."""
+    from worker.cutout import full_resolution_alpha
+
+    def load() -> np.ndarray | None:
+        rgba = stored()
+        if rgba is not None:
+            return rgba
+        rgb, grey, cleaned = photo(), probability(), mask()
+        if rgb is None or grey is None or cleaned is None:
+            return None
+        alpha = full_resolution_alpha(grey, cleaned > 127, *rgb.shape[:2])
+        return make_cutout(rgb, alpha)
+
+    return load
+
+
 def db_rows(
     settings: Settings, model_version: str | None, limit: int = 200, only: str | None = None
 ) -> list[SheetRow]:
-    """The latest finished rows of one model version; images come from the sources and storage.
-    The raw mask is not kept in the distributed deployment, so that column shows '-'."""
+    """The latest finished rows of one model version; images come from the sources and storage
+    (all five columns for every decided image; rows decided before masks were stored show the
+    cleaned mask of accepted images only, from their cutout)."""
     from sqlalchemy import select
 
     from jewelcut.db import Image, Segmentation, session_scope
     from jewelcut.registry import active_model_version
-    from jewelcut.storage import cutout_key, get_storage, preview_key
+    from jewelcut.storage import get_storage
 
     version = model_version or active_model_version(settings)
     query = (
@@ -233,7 +302,7 @@ def db_rows(
     for segmentation, source_uri in results:
         if not _wanted(segmentation.status, segmentation.decision, only):
             continue
-        cutout = cache(_stored_loader(storage, cutout_key(version, segmentation.image_id)))
+        images = stored_images(storage, settings, version, segmentation.image_id, source_uri)
         rows.append(
             SheetRow(
                 title=segmentation.image_id,
@@ -243,11 +312,11 @@ def db_rows(
                 confidence=segmentation.confidence,
                 mask_area=segmentation.mask_area,
                 error=segmentation.error,
-                photo=_source_loader(source_uri, settings),
-                raw_mask=lambda: None,
-                cleaned_mask=_alpha_mask_loader(cutout),
-                cutout=cutout,
-                shown=_stored_loader(storage, preview_key(version, segmentation.image_id)),
+                photo=images.photo,
+                raw_mask=images.raw_mask,
+                cleaned_mask=images.cleaned_mask,
+                cutout=images.cutout,
+                shown=images.shown,
             )
         )
     return rows[:limit]

@@ -15,7 +15,8 @@ from jewelcut.cli import app
 from jewelcut.db import Base
 from jewelcut.migrate import current_revision, downgrade, upgrade
 
-TABLES = {"images", "model_versions", "runs", "segmentations"}
+INITIAL_TABLES = {"images", "model_versions", "runs", "segmentations"}
+TABLES = INITIAL_TABLES | {"gates", "review_queue", "reviews"}  # 0004_reviews
 
 
 def _schema_differences(url: str) -> list[object]:
@@ -60,7 +61,7 @@ def test_initial_revision_is_0001_in_a_new_folder(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'new-folder' / 'jewelcut.db'}"
     upgrade(url, "0001_initial")
     assert current_revision(url) == "0001_initial"
-    assert _tables(url) == TABLES
+    assert _tables(url) == INITIAL_TABLES
 
 
 def test_db_commands_from_any_directory(

@@ -17,7 +17,7 @@ from jewelcut.db import Image, Segmentation, session_scope, utcnow
 from jewelcut.modelcard import GateThresholds
 from jewelcut.registry import active_model_version, ensure_registered
 from jewelcut.settings import Settings
-from jewelcut.storage import cutout_key, get_storage, preview_key
+from jewelcut.storage import cutout_key, get_storage, mask_key, preview_key, probability_key
 from worker.chunk import (
     claim_chunk,
     claim_images,
@@ -26,6 +26,7 @@ from worker.chunk import (
     run_chunk,
     write_artifacts,
 )
+from worker.cutout import decode_grey_png
 from worker.gate import score_and_gate
 from worker.pipeline import ImageOutcome, Prediction
 
@@ -228,12 +229,20 @@ def test_accepted_images_get_a_full_size_cutout_and_a_preview(
 ) -> None:
     storage = get_storage(distributed_settings)
     photo = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    bucket = distributed_settings.s3_bucket
 
-    accepted = write_artifacts(storage, "v1", "img-a", photo, _prediction(accepted=True))
+    prediction = _prediction(accepted=True)
+    accepted = write_artifacts(storage, "v1", "img-a", photo, prediction)
     assert accepted == {
-        "cutout_uri": f"s3://{distributed_settings.s3_bucket}/{cutout_key('v1', 'img-a')}",
-        "preview_uri": f"s3://{distributed_settings.s3_bucket}/{preview_key('v1', 'img-a')}",
+        "cutout_uri": f"s3://{bucket}/{cutout_key('v1', 'img-a')}",
+        "preview_uri": f"s3://{bucket}/{preview_key('v1', 'img-a')}",
+        "mask_uri": f"s3://{bucket}/{mask_key('v1', 'img-a')}",
+        "probability_uri": f"s3://{bucket}/{probability_key('v1', 'img-a')}",
     }
+    stored_mask = decode_grey_png(storage.get(mask_key("v1", "img-a")))
+    assert np.array_equal(stored_mask > 127, prediction.mask)  # at network resolution
+    stored_probability = decode_grey_png(storage.get(probability_key("v1", "img-a")))
+    assert np.abs(stored_probability / 255.0 - prediction.probability).max() <= 0.5 / 255
     with PILImage.open(io.BytesIO(storage.get(cutout_key("v1", "img-a")))) as cutout:
         assert (cutout.format, cutout.mode, cutout.size) == ("PNG", "RGBA", (320, 240))
         alpha = np.asarray(cutout)[:, :, 3]
@@ -243,5 +252,6 @@ def test_accepted_images_get_a_full_size_cutout_and_a_preview(
         assert np.asarray(preview)[5, 5].min() > 240  # the cutout on white
 
     rejected = write_artifacts(storage, "v1", "img-r", photo, _prediction(accepted=False))
-    assert set(rejected) == {"preview_uri"}  # no cutout; the person sees the photo
+    # no cutout, the person sees the photo; the mask is kept for the reviewer all the same
+    assert set(rejected) == {"preview_uri", "mask_uri", "probability_uri"}
     assert not storage.exists(cutout_key("v1", "img-r"))

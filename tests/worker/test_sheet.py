@@ -9,7 +9,7 @@ import numpy as np
 
 from jewelcut.db import Image, ModelVersion, Segmentation, session_scope
 from jewelcut.settings import Settings
-from jewelcut.storage import cutout_key, get_storage, preview_key
+from jewelcut.storage import cutout_key, get_storage, mask_key, preview_key, probability_key
 from worker.cutout import encode_jpeg, encode_png
 from worker.sheet import SheetRow, write_sheet, write_sheet_from_database
 
@@ -95,8 +95,14 @@ def test_sheet_from_database_rows(embedded_settings: Settings, test_model_name: 
                 )
             )
     storage.put(cutout_key(test_model_name, "img-accepted"), encode_png(cutout), "image/png")
+    probability = np.full((30, 40), 10, np.uint8)
+    probability[5:25, 10:30] = 240
     for image_id in ("img-accepted", "img-rejected"):
         storage.put(preview_key(test_model_name, image_id), encode_jpeg(photo), "image/jpeg")
+        storage.put(mask_key(test_model_name, image_id), encode_png(probability), "image/png")
+        storage.put(
+            probability_key(test_model_name, image_id), encode_png(probability), "image/png"
+        )
 
     path = write_sheet_from_database(settings, settings.data_dir / "review")
     page = path.read_text()
@@ -104,6 +110,7 @@ def test_sheet_from_database_rows(embedded_settings: Settings, test_model_name: 
     assert page.count("<tr class=") == 3
     assert page.count('<tr class="accepted">') == 1
     assert "failed: decode_error" in page
-    # accepted: photo, cleaned mask (from the cutout's alpha), cutout, shown; rejected: photo,
-    # shown; failed: photo. The raw mask is not kept in the distributed deployment.
-    assert page.count("data:image/") == 4 + 2 + 1
+    # decided rows, accepted or rejected: photo, raw mask, cleaned mask, cutout (a rejected
+    # image's from its stored mask), shown; failed: the photo.
+    assert page.count("data:image/") == 5 + 5 + 1
+    assert page.count('<img class="alpha"') == 2
