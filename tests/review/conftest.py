@@ -80,8 +80,9 @@ def real_run(settings: Settings, count: int, seed: int = 7070) -> str:
     from producer.backfill import run_backfill
     from producer.catalogue import import_rows, rows_from_listing
     from producer.demo import write_catalogue_photos
+    from producer.queueing import chunk_queue
 
     folder = settings.storage_root / "catalogue"
     write_catalogue_photos(folder, count, seed)
     import_rows(settings, rows_from_listing(LocalStorage(folder), "", lambda *_: None))
-    return run_backfill(settings).model_version
+    return run_backfill(settings, queue=chunk_queue(settings)).model_version
