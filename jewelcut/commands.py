@@ -64,10 +64,13 @@ def enqueue(
 
     from jewelcut.enqueue import enqueue_images
     from jewelcut.logs import configure_logging
+    from jewelcut.services import require_broker, require_database
     from jewelcut.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings)
+    require_database(settings)
+    require_broker(settings)
     ids, total = _image_ids(image_ids or [], file)
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
@@ -117,9 +120,12 @@ def _lines(path: Path) -> Iterator[str]:
 def queue() -> None:
     """Chunk messages waiting per queue (the broker), and unfinished rows (Postgres)."""
     from jewelcut.queue import CHUNK_QUEUES, CONTROL_QUEUE, backlog, queue_depth
+    from jewelcut.services import require_broker, require_database
     from jewelcut.settings import get_settings
 
     settings = get_settings()
+    require_database(settings)
+    require_broker(settings)
     if settings.embedded:
         print("embedded mode: no broker, chunks run in-process")
     else:
@@ -151,6 +157,7 @@ def worker(
     from jewelcut.logs import configure_logging
     from jewelcut.metrics import serve_metrics, watch_queue_depth
     from jewelcut.queue import CHUNK_QUEUES, configure_app, queue_depth
+    from jewelcut.services import require_broker, require_database
     from jewelcut.settings import get_settings, reset_settings_cache
 
     reset_settings_cache()
@@ -158,6 +165,9 @@ def worker(
     if settings.embedded:
         raise typer.BadParameter("no broker configured (JEWELCUT_BROKER_URL): nothing to consume")
     configure_logging(settings)
+    # Refuse to start rather than fail every chunk (or retry the broker for ever).
+    require_database(settings)
+    require_broker(settings)
     serve_metrics(settings.metrics_port)
     watch_queue_depth(partial(queue_depth, settings), CHUNK_QUEUES)
     app = configure_app(settings)

@@ -14,11 +14,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_DIR = PROJECT_ROOT / "models"
+DATABASE_SCHEMES = ("postgresql+psycopg", "sqlite")  # postgresql:// and postgres:// mean psycopg
+BROKER_SCHEMES = ("redis", "rediss")  # the queue's depth and held chunks are read from Redis
 
 
 class Settings(BaseSettings):
@@ -70,6 +72,32 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
     metrics_port: int | None = Field(None, description="Prometheus metrics port for workers.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        scheme, separator, rest = url.partition("://")
+        if scheme in ("postgresql", "postgres"):
+            return f"postgresql+psycopg://{rest}"
+        if not separator or scheme not in DATABASE_SCHEMES:
+            raise ValueError(
+                f"unsupported database URL scheme {scheme + separator or url!r}; "
+                "supported: postgresql:// (psycopg), sqlite:///PATH"
+            )
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _supported_broker(cls, url: str | None) -> str | None:
+        scheme, separator, _rest = (url or "").partition("://")
+        if url is not None and (not separator or scheme not in BROKER_SCHEMES):
+            raise ValueError(
+                f"unsupported broker URL scheme {scheme + separator or url!r}; "
+                "supported: redis://, rediss://"
+            )
+        return url
 
     @property
     def embedded(self) -> bool:

@@ -155,7 +155,10 @@ def sheet(
     if only not in (None, "accepted", "rejected", "failed"):
         raise typer.BadParameter("--only takes accepted, rejected or failed")
     if run is None:
+        from jewelcut.services import require_database
+
         settings = get_settings()
+        require_database(settings)
         target = write_sheet_from_database(
             settings, out or Path("sheet.html"), model_version, limit=limit, only=only
         )
