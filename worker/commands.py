@@ -24,7 +24,8 @@ from rich.text import Text
 if TYPE_CHECKING:
     from worker.folder import SegmentSummary
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress and logs
+summary_console = Console(soft_wrap=True)  # the summary, on stdout
 BACKENDS = ("auto", "torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -52,7 +53,9 @@ def segment(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     io_threads: Annotated[int | None, typer.Option(help="Decode/encode/write threads.")] = None,
 ) -> None:
-    """Cut out the jewellery in photos on this machine (embedded; no services needed)."""
+    """Cut out the jewellery in photos on this machine (embedded; no services needed).
+
+    Exit code 0 when every photo got a decision, 1 when some failed (listed), 2 for usage."""
     from jewelcut.logs import configure_logging
     from jewelcut.settings import get_settings
     from worker.folder import collect_inputs, segment_folder
@@ -99,6 +102,8 @@ def segment(
             on_outcome=lambda _outcome: progress.advance(task),
         )
     _print_summary(summary, out)
+    if summary.failures:
+        raise typer.Exit(code=1)
 
 
 class _RateColumn(ProgressColumn):
@@ -124,10 +129,13 @@ def _print_summary(summary: SegmentSummary, out: Path) -> None:
     def by_reason(counts: dict[str, int]) -> str:
         return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) or "none"
 
-    console.print(f"accepted {summary.accepted}/{summary.total}")
-    console.print(f"rejected {sum(summary.rejected.values())}: {by_reason(summary.rejected)}")
-    console.print(f"failed {sum(summary.failed.values())}: {by_reason(summary.failed)}")
-    console.print(
+    summary_console.print(f"accepted {summary.accepted}/{summary.total}")
+    rejected = sum(summary.rejected.values())
+    summary_console.print(f"rejected {rejected}: {by_reason(summary.rejected)}")
+    summary_console.print(f"failed {sum(summary.failed.values())}: {by_reason(summary.failed)}")
+    for image, error in sorted(summary.failures):
+        summary_console.print(f"  failed {image}: {error}", markup=False, highlight=False)
+    summary_console.print(
         f"{summary.images_per_second:.2f} images/s ({summary.seconds:.1f} s); results in {out}"
     )
 

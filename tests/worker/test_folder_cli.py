@@ -44,7 +44,7 @@ def test_segment_folder_end_to_end(
     result = CliRunner().invoke(
         app, ["segment", str(tmp_path / "photos"), "--out", str(out), "--all"]
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # two inputs failed
 
     records = {
         Path(r["image"]): r
@@ -74,9 +74,13 @@ def test_segment_folder_end_to_end(
         assert (out / "probs" / f"{record['name']}.png").exists()
 
     accepted = sum(records[path]["decision"] == "accepted" for path in decoded)
-    assert f"accepted {accepted}/5" in result.output
-    assert "decode_error 1" in result.output and "unsupported_format 1" in result.output
-    assert "images/s" in result.output
+    summary = result.stdout  # the summary on stdout; progress and logs on stderr
+    assert f"accepted {accepted}/5" in summary
+    assert "decode_error 1" in summary and "unsupported_format 1" in summary
+    assert "images/s" in summary
+    assert f"failed {files['broken']}: decode_error" in summary
+    assert f"failed {files['animated']}: unsupported_format" in summary
+    assert "loading model" not in summary and "model " in result.stderr
 
     sheet = CliRunner().invoke(app, ["sheet", str(out)])
     assert sheet.exit_code == 0, sheet.output
@@ -105,3 +109,21 @@ def test_missing_input_is_a_clear_error(embedded_settings: Settings, tmp_path: P
     )
     assert result.exit_code == 2
     assert "no such file or folder" in result.output
+
+
+def test_segment_exits_1_when_every_input_failed(
+    embedded_settings: Settings, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a JPEG")
+    result = CliRunner().invoke(app, ["segment", str(broken), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "accepted 0/1" in result.stdout
+    assert f"failed {broken}: decode_error" in result.stdout
+
+
+def test_segment_usage_errors_exit_2(embedded_settings: Settings, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["segment", str(tmp_path), "--out", str(tmp_path / "o"), "--backend", "tpu"]
+    )
+    assert result.exit_code == 2 and "--backend" in result.stderr
