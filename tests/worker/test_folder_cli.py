@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from jewelcut.cli import app
 from jewelcut.settings import Settings
 from tests.worker.conftest import encode
+from tests.worker.test_decode import png_header_only
 from worker.folder import RECORD_FIELDS
 
 
@@ -127,3 +128,26 @@ def test_segment_usage_errors_exit_2(embedded_settings: Settings, tmp_path: Path
         app, ["segment", str(tmp_path), "--out", str(tmp_path / "o"), "--backend", "tpu"]
     )
     assert result.exit_code == 2 and "--backend" in result.stderr
+
+
+def test_too_large_photos_get_one_message_whatever_their_size(
+    embedded_settings: Settings, tmp_path: Path
+) -> None:
+    """8000x8000 is under Pillow's own bomb limit, 100000x100000 far over it: same message."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for side in (8000, 100_000):
+        (photos / f"side-{side}.png").write_bytes(png_header_only(side, side))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["segment", str(photos), "--out", str(out)])
+    assert result.exit_code == 1
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    limit = embedded_settings.max_pixels
+    assert {record["reason"] for record in records} == {"too_large"}
+    for record in records:
+        side = int(Path(record["image"]).stem.removeprefix("side-"))
+        assert record["error"] == (
+            f"too_large: {side}x{side} = {side * side} pixels, over the limit of {limit} "
+            "(JEWELCUT_MAX_PIXELS)"
+        )
+    assert "decompression bomb" not in result.output
