@@ -50,7 +50,11 @@ class Settings(BaseSettings):
     # --- model and inference -----------------------------------------------------------------
     model_version: str | None = Field(None, description="Active model version; unset: shipped.")
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="Shipped model versions.")
-    model_cache_dir: Path | None = Field(None, description="Downloaded weights; default data_dir.")
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Downloaded weights and ONNX exports, one per machine per model version; "
+        "default the user cache folder ($XDG_CACHE_HOME/jewelcut or ~/.cache/jewelcut).",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backend: Literal["auto", "torch", "onnx"] = "auto"
     batch_size: int = Field(0, description="Images per model call; 0 picks by device.")
@@ -114,11 +118,17 @@ class Settings(BaseSettings):
 
     @property
     def resolved_model_cache_dir(self) -> Path:
-        return (self.model_cache_dir or self.data_dir / "model-cache").resolve()
+        return (self.model_cache_dir or user_cache_dir()).resolve()
 
     @property
     def resolved_source_root(self) -> Path:
         return (self.source_root or self.storage_root).resolve()
+
+
+def user_cache_dir() -> Path:
+    """This user's cache folder for jewelcut (XDG): shared by every data folder on the machine."""
+    base = os.environ.get("XDG_CACHE_HOME") or ""
+    return (Path(base) if Path(base).is_absolute() else Path.home() / ".cache") / "jewelcut"
 
 
 @lru_cache(maxsize=1)

@@ -44,7 +44,6 @@ def demo_settings(settings: Settings, home: Path) -> Settings:
             "s3_endpoint_url": None,
             "source_root": None,
             "chunk_size": min(settings.chunk_size, 8),  # the progress bar moves per chunk
-            "model_cache_dir": settings.model_cache_dir or home.resolve() / "model-cache",
         }
     )
 

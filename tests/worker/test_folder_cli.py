@@ -8,11 +8,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from jewelcut.cli import app
-from jewelcut.settings import Settings
+from jewelcut.settings import Settings, reset_settings_cache
 from tests.worker.conftest import encode
 from tests.worker.test_decode import png_header_only
 from worker.folder import RECORD_FIELDS
@@ -151,3 +152,26 @@ def test_too_large_photos_get_one_message_whatever_their_size(
             "(JEWELCUT_MAX_PIXELS)"
         )
     assert "decompression bomb" not in result.output
+
+
+def test_one_onnx_export_per_machine_whatever_the_data_folder(
+    embedded_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    listing_photo: Callable[[int], bytes],
+) -> None:
+    """No cache configured: the user cache folder, shared by every data folder and output."""
+    monkeypatch.delenv("JEWELCUT_MODEL_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    photo = tmp_path / "one.jpg"
+    photo.write_bytes(listing_photo(6))
+    graphs: list[list[tuple[Path, int]]] = []
+    for run in ("first", "second"):
+        monkeypatch.setenv("JEWELCUT_DATA_DIR", str(tmp_path / f"data-{run}"))
+        reset_settings_cache()
+        arguments = ["segment", str(photo), "--out", str(tmp_path / run), "--backend", "onnx"]
+        result = CliRunner().invoke(app, arguments)
+        assert result.exit_code == 0, result.output
+        found = sorted((tmp_path / "xdg" / "jewelcut" / "onnx").glob("*.onnx"))
+        graphs.append([(path, path.stat().st_mtime_ns) for path in found])
+    assert len(graphs[0]) == 1 and graphs[1] == graphs[0]  # exported once, then reused
