@@ -14,6 +14,7 @@ from sqlalchemy import bindparam, case, func, select, text
 from sqlalchemy.engine import Connection
 
 from jewelcut.db import Segmentation, get_engine
+from jewelcut.errors import REJECTION_REASONS
 from jewelcut.settings import Settings
 
 # Finer near the study's 0.98 threshold, where the decisions are made.
@@ -158,6 +159,12 @@ def format_rate(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:.1%}"
 
 
+def _column(table: Table, name: str, justify: str = "left") -> None:
+    """A column whose cells fold onto more lines rather than lose characters: a model version's
+    name is an identifier, never shortened with an ellipsis, whatever the terminal's width."""
+    table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+
+
 def render_report(report: Report, console: Console) -> None:
     if not report.overall:
         console.print(
@@ -166,7 +173,7 @@ def render_report(report: Report, console: Console) -> None:
         return
     console.print(_totals_table("Accept rate by model version", report.overall))
     console.print(_day_table(report.by_day))
-    console.print(_reason_table("Rejections by reason", report.rejections))
+    console.print(_reason_table("Rejections by reason", report.rejections, REJECTION_REASONS))
     console.print(_reason_table("Failures by reason", report.failures))
     console.print(_histogram_table(report.histogram))
     console.print(f"Unfinished (queued or processing): {report.unfinished}")
@@ -174,7 +181,7 @@ def render_report(report: Report, console: Console) -> None:
 
 def _totals_columns(table: Table) -> None:
     for name in ("done", "accepted", "rejected", "failed", "accept rate"):
-        table.add_column(name, justify="right")
+        _column(table, name, justify="right")
 
 
 def _totals_cells(totals: Totals) -> list[str]:
@@ -189,7 +196,7 @@ def _totals_cells(totals: Totals) -> list[str]:
 
 def _totals_table(title: str, rows: list[Totals]) -> Table:
     table = Table(title=title)
-    table.add_column("model version")
+    _column(table, "model version")
     _totals_columns(table)
     for totals in rows:
         table.add_row(totals.model_version, *_totals_cells(totals))
@@ -198,29 +205,34 @@ def _totals_table(title: str, rows: list[Totals]) -> Table:
 
 def _day_table(rows: list[DayTotals]) -> Table:
     table = Table(title="Accept rate by day (UTC)")
-    table.add_column("day")
-    table.add_column("model version")
+    _column(table, "day")
+    _column(table, "model version")
     _totals_columns(table)
     for row in rows:
         table.add_row(row.day, row.totals.model_version, *_totals_cells(row.totals))
     return table
 
 
-def _reason_table(title: str, rows: list[ReasonCount]) -> Table:
+def _reason_table(
+    title: str, rows: list[ReasonCount], meanings: dict[str, str] | None = None
+) -> Table:
     table = Table(title=title)
-    table.add_column("model version")
-    table.add_column("reason")
-    table.add_column("images", justify="right")
+    _column(table, "model version")
+    _column(table, "reason")
+    _column(table, "images", justify="right")
+    if meanings:
+        _column(table, "meaning")
     for row in rows:
-        table.add_row(row.model_version, row.reason, str(row.images))
+        cells = [row.model_version, row.reason, str(row.images)]
+        table.add_row(*cells, *([meanings.get(row.reason, "")] if meanings else []))
     return table
 
 
 def _histogram_table(bins: list[Bin], width: int = 30) -> Table:
     table = Table(title="Confidence of done images")
-    table.add_column("confidence")
-    table.add_column("images", justify="right")
-    table.add_column("")
+    _column(table, "confidence")
+    _column(table, "images", justify="right")
+    _column(table, "")
     peak = max((b.images for b in bins), default=0) or 1
     for index, b in enumerate(bins):
         closing = "]" if index == len(bins) - 1 else ")"

@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from jewelcut.cli import app
 from jewelcut.db import Segmentation, get_engine
+from jewelcut.errors import REJECTION_REASONS as REJECTION_REASONS_MEANING
 from jewelcut.settings import Settings
 from producer.report import CONFIDENCE_EDGES, build_report
 
-REJECTION_REASONS = ("area_too_small", "area_too_large", "low_confidence")
+REJECTION_REASONS = tuple(REJECTION_REASONS_MEANING)
 FAILURE_REASONS = ("decode_error", "fetch_error", "too_many_attempts")
 DAYS = (datetime(2026, 11, 24, 23, 30, tzinfo=UTC), datetime(2026, 11, 25, 0, 30, tzinfo=UTC))
 
@@ -105,6 +106,9 @@ def test_report_matches_counts_computed_from_the_rows(
 
     rejections = Counter(row["reason"] for row in done if row["decision"] == "rejected")
     assert _as_counts(table_rows(output, "Rejections by reason")) == rejections
+    assert rejections["no_object"] > 0  # its own reason, apart from area_too_small
+    for cells in table_rows(output, "Rejections by reason"):
+        assert cells[3] == REJECTION_REASONS_MEANING[cells[1]]
     assert _as_counts(table_rows(output, "Failures by reason")) == Counter(
         row["reason"] for row in failed
     )
@@ -159,3 +163,19 @@ def _histogram(done: list[dict[str, Any]]) -> list[int]:
         )
         counts[index] += 1
     return counts
+
+
+def test_report_never_truncates_a_model_version_name(
+    embedded_settings: Settings,
+    register: Callable[[Settings, str], str],
+    fill: Callable[..., list[str]],
+) -> None:
+    name = "unet-b3-synth-v8-gpu-flip4-recalibrated-2026-12-01"  # longer than a cell at 80 cols
+    register(embedded_settings, name)
+    write_rows(embedded_settings, outcome_rows(fill(embedded_settings, 30), name, seed=6))
+    result = CliRunner().invoke(app, ["report"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    for title in ("Accept rate by model version", "Rejections by reason"):
+        folded = "".join(cells[0] for cells in table_rows(result.output, title))
+        assert name in folded, title  # the cell folds onto more lines, every character kept

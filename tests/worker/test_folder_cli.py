@@ -175,3 +175,36 @@ def test_one_onnx_export_per_machine_whatever_the_data_folder(
         found = sorted((tmp_path / "xdg" / "jewelcut" / "onnx").glob("*.onnx"))
         graphs.append([(path, path.stat().st_mtime_ns) for path in found])
     assert len(graphs[0]) == 1 and graphs[1] == graphs[0]  # exported once, then reused
+
+
+def test_nothing_found_is_no_object_in_the_summary_and_the_sheet(
+    embedded_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    listing_photo: Callable[[int], bytes],
+) -> None:
+    """A network that finds nothing (probability 0 everywhere): an empty mask, through the real
+    cleanup, gate, writer and sheet."""
+    from worker import backends
+
+    def finds_nothing(_self: object, batch: np.ndarray) -> np.ndarray:
+        return np.zeros((batch.shape[0], *batch.shape[2:]), np.float32)
+
+    monkeypatch.setattr(backends.TorchBackend, "predict", finds_nothing)
+    photo = tmp_path / "empty-table.jpg"
+    photo.write_bytes(listing_photo(7))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["segment", str(photo), "--out", str(out), "--backend", "torch"]
+    )
+    assert result.exit_code == 0, result.output  # a decision, not a failure
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert (record["decision"], record["reason"], record["mask_area"]) == (
+        "rejected",
+        "no_object",
+        0.0,
+    )
+    assert "rejected 1: no_object 1" in result.stdout
+    sheet = CliRunner().invoke(app, ["sheet", str(out)])
+    assert sheet.exit_code == 0, sheet.output
+    assert "rejected: no_object (nothing found)" in (out / "sheet.html").read_text()
