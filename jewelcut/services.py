@@ -169,13 +169,17 @@ def _storage(error: BaseException, settings: Settings | None) -> str | None:
     if isinstance(error, NoCredentialsError | PartialCredentialsError):
         return f"no S3 credentials for {endpoint} ({S3_SETTINGS['credentials']})"
     if isinstance(error, ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        message = error.response.get("Error", {}).get("Message") or code
-        if code in ("NoSuchBucket", "AccessDenied", "403"):
-            bucket = settings.s3_bucket if settings else None
-            return f"S3 at {endpoint} refused bucket {bucket} ({S3_SETTINGS['bucket']}): {message}"
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return f"S3 at {endpoint} refused the credentials ({S3_SETTINGS['credentials']})"
+        details = error.response.get("Error", {})
+        code = details.get("Code", "")
+        bucket = details.get("BucketName") or (settings.s3_bucket if settings else None)
+        if code == "NoSuchBucket":
+            where = f"{S3_SETTINGS['bucket']}, or the s3:// URI given"
+            return f"S3 at {endpoint} has no bucket {bucket!r} ({where})"
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return (
+                f"S3 at {endpoint} refused access to bucket {bucket!r} "
+                f"({S3_SETTINGS['credentials']}): {details.get('Message') or code}"
+            )
     return None
 
 

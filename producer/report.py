@@ -159,9 +159,24 @@ def format_rate(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:.1%}"
 
 
+def print_table(console: Console, table: Table) -> None:
+    """A table whole: at its natural width where the output is not a terminal (a file, a pipe,
+    a log: nothing wraps there); in a terminal narrower than the table its cells fold."""
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if console.is_terminal or natural <= console.width:
+        console.print(table)
+        return
+    width = console.width
+    console.width = natural
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
 def _column(table: Table, name: str, justify: str = "left") -> None:
     """A column whose cells fold onto more lines rather than lose characters: a model version's
-    name is an identifier, never shortened with an ellipsis, whatever the terminal's width."""
+    name is an identifier, never shortened with an ellipsis."""
     table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
 
 
@@ -171,11 +186,13 @@ def render_report(report: Report, console: Console) -> None:
             f"No finished images yet; unfinished (queued or processing): {report.unfinished}"
         )
         return
-    console.print(_totals_table("Accept rate by model version", report.overall))
-    console.print(_day_table(report.by_day))
-    console.print(_reason_table("Rejections by reason", report.rejections, REJECTION_REASONS))
-    console.print(_reason_table("Failures by reason", report.failures))
-    console.print(_histogram_table(report.histogram))
+    print_table(console, _totals_table("Accept rate by model version", report.overall))
+    print_table(console, _day_table(report.by_day))
+    print_table(console, _reason_table("Rejections by reason", report.rejections))
+    for reason in sorted({row.reason for row in report.rejections}):
+        console.print(f"  {reason}: {REJECTION_REASONS.get(reason, '')}", highlight=False)
+    print_table(console, _reason_table("Failures by reason", report.failures))
+    print_table(console, _histogram_table(report.histogram))
     console.print(f"Unfinished (queued or processing): {report.unfinished}")
 
 
@@ -213,18 +230,13 @@ def _day_table(rows: list[DayTotals]) -> Table:
     return table
 
 
-def _reason_table(
-    title: str, rows: list[ReasonCount], meanings: dict[str, str] | None = None
-) -> Table:
+def _reason_table(title: str, rows: list[ReasonCount]) -> Table:
     table = Table(title=title)
     _column(table, "model version")
     _column(table, "reason")
     _column(table, "images", justify="right")
-    if meanings:
-        _column(table, "meaning")
     for row in rows:
-        cells = [row.model_version, row.reason, str(row.images)]
-        table.add_row(*cells, *([meanings.get(row.reason, "")] if meanings else []))
+        table.add_row(row.model_version, row.reason, str(row.images))
     return table
 
 

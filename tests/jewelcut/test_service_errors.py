@@ -197,3 +197,30 @@ def test_a_configured_database_not_at_head_says_to_upgrade(
     from jewelcut.migrate import current_revision
 
     assert current_revision(url) == (None if state == "missing" else "0001_initial")  # untouched
+
+
+# --- S3 ----------------------------------------------------------------------------------------
+
+
+def test_a_dead_s3_endpoint_is_one_line(environment: pytest.MonkeyPatch, postgres_url: str) -> None:
+    from jewelcut import storage
+
+    environment.setattr(storage, "S3_RETRY_DELAYS_S", ())  # the outage retries, cut short
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    environment.setenv("JEWELCUT_DATABASE_URL", postgres_url)
+    environment.setenv("JEWELCUT_S3_ENDPOINT_URL", endpoint)
+    environment.setenv("JEWELCUT_S3_ACCESS_KEY_ID", "key")
+    environment.setenv("JEWELCUT_S3_SECRET_ACCESS_KEY", PASSWORD)
+    result = CliRunner().invoke(app, ["catalogue", "import", "--listing", "s3://photos/"])
+    _assert_one_line(result, f"S3 unreachable at {endpoint}", "(JEWELCUT_S3_ENDPOINT_URL)")
+
+
+def test_a_missing_bucket_is_one_line(
+    environment: pytest.MonkeyPatch, postgres_url: str, s3_server: object
+) -> None:
+    environment.setenv("JEWELCUT_DATABASE_URL", postgres_url)
+    environment.setenv("JEWELCUT_S3_ENDPOINT_URL", s3_server.endpoint_url)  # type: ignore[attr-defined]
+    environment.setenv("JEWELCUT_S3_ACCESS_KEY_ID", s3_server.access_key_id)  # type: ignore[attr-defined]
+    environment.setenv("JEWELCUT_S3_SECRET_ACCESS_KEY", s3_server.secret_access_key)  # type: ignore[attr-defined]
+    result = CliRunner().invoke(app, ["catalogue", "import", "--listing", "s3://no-such-bucket/"])
+    _assert_one_line(result, "has no bucket 'no-such-bucket'", "JEWELCUT_S3_BUCKET")
