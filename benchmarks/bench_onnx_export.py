@@ -116,10 +116,7 @@ def main() -> None:
         shipped, whole = Path(work) / "shipped.onnx", Path(work) / "whole.onnx"
         shipped_s = timed(lambda: export_onnx(model_dir, card, shipped))
         whole_s = timed(lambda: export_whole_module(model_dir, card, whole))
-        results = {
-            name: compare(path, network, batches)
-            for name, path in (("shipped", shipped), ("whole module", whole))
-        }
+        results = compare({"shipped": shipped, "whole module": whole}, network, batches)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"export, shipped (bare network + flips in the graph): {shipped_s:.1f} s")
     print(f"export, whole flip-averaged module:                 {whole_s:.1f} s")

@@ -33,10 +33,11 @@ class JewelcutGroup(TyperGroup):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as error:
-            line = explain(error, _settings_or_none())
+            settings = _settings_or_none()
+            line = explain(error, settings)
             if line is None:
                 raise
-            if _debug(ctx):
+            if _debug(ctx, settings):
                 Console(stderr=True).print_exception(show_locals=False)
             typer.echo(f"error: {line}", err=True)
             code = INVALID_SETTING if isinstance(error, ValidationError) else SERVICE_FAILED
@@ -54,8 +55,10 @@ def _settings_or_none() -> Any:
         return None
 
 
-def _debug(ctx: click.Context) -> bool:
-    level = os.environ.get("JEWELCUT_LOG_LEVEL", "")
+def _debug(ctx: click.Context, settings: Any) -> bool:
+    """--debug, or a DEBUG log level (from the settings, or the environment when they are
+    invalid)."""
+    level = settings.log_level if settings else os.environ.get("JEWELCUT_LOG_LEVEL", "")
     return bool(ctx.params.get("debug")) or level.upper() == "DEBUG"
 
 

@@ -62,17 +62,23 @@ def database_setting(settings: Settings) -> str:
 def require_database(settings: Settings) -> None:
     """The database is reachable and at the code's head revision. The embedded SQLite file (no
     database configured) is created and migrated here; a configured one is never changed."""
-    from jewelcut.migrate import current_revision, head_revision, upgrade
+    from jewelcut.migrate import current_revision, head_revision, is_known_revision, upgrade
 
     url = settings.resolved_database_url
     if settings.database_url is None:
         upgrade(url, quiet=True)
         return
     current, head = current_revision(url), head_revision()
-    if current != head:
-        where = f"the database at {mask_url(url)} ({DATABASE_SETTING})"
-        state = "has no jewelcut schema" if current is None else f"is at revision {current}"
-        raise SchemaNotCurrent(f"{where} {state}; the code needs {head}: {UPGRADE_HINT}")
+    if current == head:
+        return
+    where = f"the database at {mask_url(url)} ({DATABASE_SETTING})"
+    if current is not None and not is_known_revision(current):
+        raise SchemaNotCurrent(
+            f"{where} is at revision {current}, which this code does not have (a newer jewelcut "
+            f"migrated it; this one needs {head}): run the newer jewelcut against it"
+        )
+    state = "has no jewelcut schema" if current is None else f"is at revision {current}"
+    raise SchemaNotCurrent(f"{where} {state}; the code needs {head}: {UPGRADE_HINT}")
 
 
 def require_broker(settings: Settings) -> None:

@@ -224,3 +224,20 @@ def test_a_missing_bucket_is_one_line(
     environment.setenv("JEWELCUT_S3_SECRET_ACCESS_KEY", s3_server.secret_access_key)  # type: ignore[attr-defined]
     result = CliRunner().invoke(app, ["catalogue", "import", "--listing", "s3://no-such-bucket/"])
     _assert_one_line(result, "has no bucket 'no-such-bucket'", "JEWELCUT_S3_BUCKET")
+
+
+def test_a_database_a_newer_jewelcut_migrated_is_not_told_to_upgrade(
+    environment: pytest.MonkeyPatch, empty_postgres_url: str
+) -> None:
+    from sqlalchemy import text
+
+    from jewelcut.db import get_engine
+    from jewelcut.migrate import upgrade
+
+    upgrade(empty_postgres_url)
+    with get_engine(empty_postgres_url).begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+    environment.setenv("JEWELCUT_DATABASE_URL", empty_postgres_url)
+    result = CliRunner().invoke(app, ["report"])
+    line = _assert_one_line(result, "revision 0099_from_the_future", "a newer jewelcut")
+    assert "db upgrade" not in line
