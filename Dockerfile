@@ -24,4 +24,6 @@ RUN pip install -e '.[all]' && chown jewelcut:jewelcut /app
 
 USER jewelcut
 ENV JEWELCUT_DATA_DIR=/home/jewelcut/data
+# On the model-cache volume: weights and ONNX exports survive a new container.
+ENV JEWELCUT_MODEL_CACHE_DIR=/home/jewelcut/data/model-cache
 CMD ["jewelcut", "--help"]

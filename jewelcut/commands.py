@@ -43,9 +43,12 @@ def db_downgrade(
 def queue() -> None:
     """Chunk messages waiting per queue (the broker), and unfinished rows (Postgres)."""
     from jewelcut.queue import CHUNK_QUEUES, CONTROL_QUEUE, backlog, queue_depth
+    from jewelcut.services import require_broker, require_database
     from jewelcut.settings import get_settings
 
     settings = get_settings()
+    require_database(settings)
+    require_broker(settings)
     if settings.embedded:
         print("embedded mode: no broker, chunks run in-process")
     else:

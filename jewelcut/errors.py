@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-# Every failure reason there is. Rejections (area_too_small, ...) are decisions, not failures.
+# Every rejection reason there is (the gate's, worker.gate.decide), with what it means. A
+# rejection is a decision about a photo that was processed, not a failure.
+REJECTION_REASONS = {
+    "no_object": "nothing found: the cleaned mask is empty",
+    "area_too_small": "the object covers less of the photo than the version's min_area",
+    "area_too_large": "the object covers more of the photo than the version's max_area",
+    "low_confidence": "the confidence is under the version's min_confidence",
+}
+
+# Every failure reason there is.
 FAILURE_REASONS = (
     "fetch_error",  # the source could not be read (missing object, S3 down after retries, ...)
     "unsupported_source",  # a source URI this deployment does not fetch (scheme, bucket, path)

@@ -100,5 +100,6 @@ def configure_logging(settings: Settings | None = None) -> None:
     handler.setFormatter(JsonFormatter() if settings.log_json else KeyValueFormatter())
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "onnxscript", "onnx_ir"):
+    noisy_loggers = ("botocore", "boto3", "urllib3", "s3transfer", "onnxscript", "onnx_ir")
+    for noisy in (*noisy_loggers, "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -14,11 +14,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_DIR = PROJECT_ROOT / "models"
+DATABASE_SCHEMES = ("postgresql+psycopg", "sqlite")  # postgresql:// and postgres:// mean psycopg
+BROKER_SCHEMES = ("redis", "rediss")  # the queue's depth and held chunks are read from Redis
 
 
 class Settings(BaseSettings):
@@ -48,7 +50,11 @@ class Settings(BaseSettings):
     # --- model and inference -----------------------------------------------------------------
     model_version: str | None = Field(None, description="Active model version; unset: shipped.")
     models_dir: Path = Field(DEFAULT_MODELS_DIR, description="Shipped model versions.")
-    model_cache_dir: Path | None = Field(None, description="Downloaded weights; default data_dir.")
+    model_cache_dir: Path | None = Field(
+        None,
+        description="Downloaded weights and ONNX exports, one per machine per model version; "
+        "default the user cache folder ($XDG_CACHE_HOME/jewelcut or ~/.cache/jewelcut).",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backend: Literal["auto", "torch", "onnx"] = "auto"
     batch_size: int = Field(0, description="Images per model call; 0 picks by device.")
@@ -80,6 +86,32 @@ class Settings(BaseSettings):
     review_token_file: Path | None = Field(None, description="A file holding review_token.")
     review_claim_s: int = Field(900, description="A reviewer's hold on a queued image.")
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        scheme, separator, rest = url.partition("://")
+        if scheme in ("postgresql", "postgres"):
+            return f"postgresql+psycopg://{rest}"
+        if not separator or scheme not in DATABASE_SCHEMES:
+            raise ValueError(
+                f"unsupported database URL scheme {scheme + separator or url!r}; "
+                "supported: postgresql:// (psycopg), sqlite:///PATH"
+            )
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _supported_broker(cls, url: str | None) -> str | None:
+        scheme, separator, _rest = (url or "").partition("://")
+        if url is not None and (not separator or scheme not in BROKER_SCHEMES):
+            raise ValueError(
+                f"unsupported broker URL scheme {scheme + separator or url!r}; "
+                "supported: redis://, rediss://"
+            )
+        return url
+
     @property
     def embedded(self) -> bool:
         return self.broker_url is None
@@ -95,7 +127,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_model_cache_dir(self) -> Path:
-        return (self.model_cache_dir or self.data_dir / "model-cache").resolve()
+        return (self.model_cache_dir or user_cache_dir()).resolve()
 
     @property
     def resolved_review_token(self) -> str | None:
@@ -108,6 +140,12 @@ class Settings(BaseSettings):
     @property
     def resolved_source_root(self) -> Path:
         return (self.source_root or self.storage_root).resolve()
+
+
+def user_cache_dir() -> Path:
+    """This user's cache folder for jewelcut (XDG): shared by every data folder on the machine."""
+    base = os.environ.get("XDG_CACHE_HOME") or ""
+    return (Path(base) if Path(base).is_absolute() else Path.home() / ".cache") / "jewelcut"
 
 
 @lru_cache(maxsize=1)

@@ -37,11 +37,17 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
-def _settings() -> Settings:
+def _settings(*, database: bool = True, broker: bool = False) -> Settings:
+    """The settings, logging configured and the services the command needs checked."""
     from jewelcut.logs import configure_logging
+    from jewelcut.services import require_broker, require_database
 
     settings = get_settings()
     configure_logging(settings)
+    if database:
+        require_database(settings)
+    if broker:
+        require_broker(settings)
     return settings
 
 
@@ -126,7 +132,7 @@ def enqueue(
     from jewelcut.enqueue import enqueue_images
     from jewelcut.queue import PRIORITY_QUEUE
 
-    settings = _settings()
+    settings = _settings(broker=True)
     ids, total = _image_ids(image_ids or [], file)
     try:
         with progress_bar("enqueue", total) as bar:
@@ -197,7 +203,7 @@ def backfill(
         run_backfill,
     )
 
-    settings = _settings()
+    settings = _settings(broker=not dry_run)
     since = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
     options = BackfillOptions(model_version, limit, since, dry_run)
 
@@ -242,7 +248,7 @@ def reap() -> None:
     """Re-enqueue rows stuck in queued/processing; give up after max_attempts."""
     from producer.reaper import reap as reap_once
 
-    settings = _settings()
+    settings = _settings(broker=True)
     result = reap_once(settings, chunk_queue(settings))
     console.print(
         f"re-enqueued {result.requeued} images in {result.chunks} chunks; "
@@ -279,7 +285,7 @@ def demo(
     from producer.demo import DEMO_SEED, run_demo
 
     run_demo(
-        _settings(),
+        _settings(database=False),  # the demo has a database of its own
         images=images,
         home=out,
         seed=DEMO_SEED if seed is None else seed,

@@ -9,6 +9,7 @@ as real catalogues have, to show a recorded failure beside the decisions.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from producer.progress import progress_bar
 
 DEMO_SEED = 5150  # training uses 0, 1, 2 and 20261126
 CATALOGUE_PREFIX = "catalogue"
+PHOTOS_MANIFEST = "demo-photos.json"  # what was drawn: a second run with the same ones reuses them
 PHOTO_SIZES = ((480, 360), (400, 400), (360, 480), (560, 420))  # width, height
 
 
@@ -44,7 +46,6 @@ def demo_settings(settings: Settings, home: Path) -> Settings:
             "s3_endpoint_url": None,
             "source_root": None,
             "chunk_size": min(settings.chunk_size, 8),  # the progress bar moves per chunk
-            "model_cache_dir": settings.model_cache_dir or home.resolve() / "model-cache",
         }
     )
 
@@ -60,9 +61,14 @@ def run_demo(
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the demo's output is its report
     upgrade(settings.resolved_database_url)
     folder = settings.storage_root / CATALOGUE_PREFIX
-    write_catalogue_photos(folder, images, seed)
+    reused = reuse_catalogue_photos(folder, images, seed, home / PHOTOS_MANIFEST)
+    if not reused:
+        write_catalogue_photos(folder, images, seed)
+        write_manifest(folder, images, seed, home / PHOTOS_MANIFEST)
     result.seconds["photos"] = _lap(clock)
-    console.print(f"catalogue: {images} photos in {folder}")
+    console.print(
+        f"catalogue: {images} photos in {folder}" + (" (drawn before: reused)" if reused else "")
+    )
 
     clock = time.perf_counter()
     _import(settings, folder, console)
@@ -112,6 +118,27 @@ def write_catalogue_photos(folder: Path, count: int, seed: int) -> list[Path]:
             paths.append(path)
             bar.advance(1)
     return paths
+
+
+def _manifest(folder: Path, count: int, seed: int) -> dict[str, object]:
+    sizes = {path.name: path.stat().st_size for path in sorted(folder.glob("demo-*.jpg"))}
+    return {"seed": seed, "count": count, "sizes": sizes}
+
+
+def write_manifest(folder: Path, count: int, seed: int, manifest: Path) -> None:
+    manifest.write_text(json.dumps(_manifest(folder, count, seed), indent=1) + "\n")
+
+
+def reuse_catalogue_photos(folder: Path, count: int, seed: int, manifest: Path) -> bool:
+    """True when the photos this seed and count draw are all there, as drawn (by name and size):
+    drawing them again would make the same files."""
+    if not manifest.is_file():
+        return False
+    try:
+        recorded = json.loads(manifest.read_text())
+    except ValueError:
+        return False
+    return recorded == _manifest(folder, count, seed) and len(recorded["sizes"]) == count
 
 
 def _import(settings: Settings, folder: Path, console: Console) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, case, func, select, text
 from sqlalchemy.engine import Connection
 
 from jewelcut.db import Segmentation, get_engine
+from jewelcut.errors import REJECTION_REASONS
 from jewelcut.settings import Settings
 
 # Finer near the study's 0.98 threshold, where the decisions are made.
@@ -187,25 +188,48 @@ def format_rate(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:.1%}"
 
 
+def print_table(console: Console, table: Table) -> None:
+    """A table whole: at its natural width where the output is not a terminal (a file, a pipe,
+    a log: nothing wraps there); in a terminal narrower than the table its cells fold."""
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if console.is_terminal or natural <= console.width:
+        console.print(table)
+        return
+    width = console.width
+    console.width = natural
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
+def _column(table: Table, name: str, justify: str = "left") -> None:
+    """A column whose cells fold onto more lines rather than lose characters: a model version's
+    name is an identifier, never shortened with an ellipsis."""
+    table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+
+
 def render_report(report: Report, console: Console) -> None:
     if not report.overall:
         console.print(
             f"No finished images yet; unfinished (queued or processing): {report.unfinished}"
         )
         return
-    console.print(_totals_table("Accept rate by model version", report.overall))
+    print_table(console, _totals_table("Accept rate by model version", report.overall))
     if report.precision:
-        console.print(_precision_table(report.overall, report.precision))
-    console.print(_day_table(report.by_day))
-    console.print(_reason_table("Rejections by reason", report.rejections))
-    console.print(_reason_table("Failures by reason", report.failures))
-    console.print(_histogram_table(report.histogram))
+        print_table(console, _precision_table(report.overall, report.precision))
+    print_table(console, _day_table(report.by_day))
+    print_table(console, _reason_table("Rejections by reason", report.rejections))
+    for reason in sorted({row.reason for row in report.rejections}):
+        console.print(f"  {reason}: {REJECTION_REASONS.get(reason, '')}", highlight=False)
+    print_table(console, _reason_table("Failures by reason", report.failures))
+    print_table(console, _histogram_table(report.histogram))
     console.print(f"Unfinished (queued or processing): {report.unfinished}")
 
 
 def _totals_columns(table: Table) -> None:
     for name in ("done", "accepted", "rejected", "failed", "accept rate"):
-        table.add_column(name, justify="right")
+        _column(table, name, justify="right")
 
 
 def _totals_cells(totals: Totals) -> list[str]:
@@ -220,7 +244,7 @@ def _totals_cells(totals: Totals) -> list[str]:
 
 def _totals_table(title: str, rows: list[Totals]) -> Table:
     table = Table(title=title)
-    table.add_column("model version")
+    _column(table, "model version")
     _totals_columns(table)
     for totals in rows:
         table.add_row(totals.model_version, *_totals_cells(totals))
@@ -231,9 +255,9 @@ def _precision_table(rows: list[Totals], precision: dict[str, ReviewedPrecision]
     """Beside each version's accept rate, the share of its accepted cutouts people called
     clean (`jewelcut review`), with Wilson's 95% interval."""
     table = Table(title="Reviewed precision of accepted images")
-    table.add_column("model version")
+    _column(table, "model version")
     for name in ("accept rate", "reviewed", "precision", "95% interval"):
-        table.add_column(name, justify="right")
+        _column(table, name, justify="right")
     for totals in rows:
         reviewed = precision.get(totals.model_version)
         if reviewed is None:
@@ -250,8 +274,8 @@ def _precision_table(rows: list[Totals], precision: dict[str, ReviewedPrecision]
 
 def _day_table(rows: list[DayTotals]) -> Table:
     table = Table(title="Accept rate by day (UTC)")
-    table.add_column("day")
-    table.add_column("model version")
+    _column(table, "day")
+    _column(table, "model version")
     _totals_columns(table)
     for row in rows:
         table.add_row(row.day, row.totals.model_version, *_totals_cells(row.totals))
@@ -260,9 +284,9 @@ def _day_table(rows: list[DayTotals]) -> Table:
 
 def _reason_table(title: str, rows: list[ReasonCount]) -> Table:
     table = Table(title=title)
-    table.add_column("model version")
-    table.add_column("reason")
-    table.add_column("images", justify="right")
+    _column(table, "model version")
+    _column(table, "reason")
+    _column(table, "images", justify="right")
     for row in rows:
         table.add_row(row.model_version, row.reason, str(row.images))
     return table
@@ -270,9 +294,9 @@ def _reason_table(title: str, rows: list[ReasonCount]) -> Table:
 
 def _histogram_table(bins: list[Bin], width: int = 30) -> Table:
     table = Table(title="Confidence of done images")
-    table.add_column("confidence")
-    table.add_column("images", justify="right")
-    table.add_column("")
+    _column(table, "confidence")
+    _column(table, "images", justify="right")
+    _column(table, "")
     peak = max((b.images for b in bins), default=0) or 1
     for index, b in enumerate(bins):
         closing = "]" if index == len(bins) - 1 else ")"

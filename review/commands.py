@@ -25,10 +25,12 @@ def register(app: typer.Typer) -> None:
 
 def _settings() -> Settings:
     from jewelcut.logs import configure_logging
+    from jewelcut.services import require_database
     from jewelcut.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings)
+    require_database(settings)
     return settings
 
 

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from jewelcut.settings import Settings
     from worker.folder import SegmentSummary
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress and logs
+summary_console = Console(soft_wrap=True)  # the summary, on stdout
 BACKENDS = ("auto", "torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -57,7 +58,9 @@ def segment(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     io_threads: Annotated[int | None, typer.Option(help="Decode/encode/write threads.")] = None,
 ) -> None:
-    """Cut out the jewellery in photos on this machine (embedded; no services needed)."""
+    """Cut out the jewellery in photos on this machine (embedded; no services needed).
+
+    Exit code 0 when every photo got a decision, 1 when some failed (listed), 2 for usage."""
     from jewelcut.logs import configure_logging
     from jewelcut.modelcard import ChecksumMismatch
     from jewelcut.settings import get_settings
@@ -104,6 +107,8 @@ def segment(
             on_outcome=lambda _outcome: progress.advance(task),
         )
     _print_summary(summary, out)
+    if summary.failures:
+        raise typer.Exit(code=1)
 
 
 class _RateColumn(ProgressColumn):
@@ -129,10 +134,13 @@ def _print_summary(summary: SegmentSummary, out: Path) -> None:
     def by_reason(counts: dict[str, int]) -> str:
         return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) or "none"
 
-    console.print(f"accepted {summary.accepted}/{summary.total}")
-    console.print(f"rejected {sum(summary.rejected.values())}: {by_reason(summary.rejected)}")
-    console.print(f"failed {sum(summary.failed.values())}: {by_reason(summary.failed)}")
-    console.print(
+    summary_console.print(f"accepted {summary.accepted}/{summary.total}")
+    rejected = sum(summary.rejected.values())
+    summary_console.print(f"rejected {rejected}: {by_reason(summary.rejected)}")
+    summary_console.print(f"failed {sum(summary.failed.values())}: {by_reason(summary.failed)}")
+    for image, error in sorted(summary.failures):
+        summary_console.print(f"  failed {image}: {error}", markup=False, highlight=False)
+    summary_console.print(
         f"{summary.images_per_second:.2f} images/s ({summary.seconds:.1f} s); results in {out}"
     )
 
@@ -160,7 +168,10 @@ def sheet(
     if only not in (None, "accepted", "rejected", "failed"):
         raise typer.BadParameter("--only takes accepted, rejected or failed")
     if run is None:
+        from jewelcut.services import require_database
+
         settings = get_settings()
+        require_database(settings)
         target = write_sheet_from_database(
             settings, out or Path("sheet.html"), model_version, limit=limit, only=only
         )
@@ -192,6 +203,7 @@ def worker(
     from jewelcut.logs import configure_logging
     from jewelcut.metrics import serve_metrics, watch_queue_depth
     from jewelcut.queue import CHUNK_QUEUES, configure_app, queue_depth
+    from jewelcut.services import require_broker, require_database
     from jewelcut.settings import get_settings, reset_settings_cache
 
     reset_settings_cache()
@@ -199,6 +211,9 @@ def worker(
     if settings.embedded:
         raise typer.BadParameter("no broker configured (JEWELCUT_BROKER_URL): nothing to consume")
     configure_logging(settings)
+    # Refuse to start rather than fail every chunk (or retry the broker for ever).
+    require_database(settings)
+    require_broker(settings)
     serve_metrics(settings.metrics_port)
     watch_queue_depth(partial(queue_depth, settings), CHUNK_QUEUES)
     app = configure_app(settings)

@@ -27,6 +27,7 @@ _KNOWN_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
 )
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"avif")
+MAX_PIXELS_SETTING = "JEWELCUT_MAX_PIXELS"
 
 
 def decode_image(data: bytes, *, max_pixels: int = 40_000_000, min_side: int = 32) -> np.ndarray:
@@ -34,7 +35,7 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000, min_side: int = 3
     too_small)."""
     if not data:
         raise ImageFailure("decode_error", "empty file (0 bytes)")
-    image = _open(data)
+    image = _open(data, max_pixels)
     _check_header(image, max_pixels=max_pixels, min_side=min_side)
     try:
         with warnings.catch_warnings():
@@ -50,7 +51,7 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000, min_side: int = 3
         ) from error
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, max_pixels: int) -> Image.Image:
     named = _sniff_unsupported(data)
     if named:
         raise ImageFailure("unsupported_format", f"{named} is not a supported image format")
@@ -62,7 +63,10 @@ def _open(data: bytes) -> Image.Image:
     except UnidentifiedImageError as error:
         raise ImageFailure("decode_error", f"not an image ({_describe(data)})") from error
     except Image.DecompressionBombError as error:  # over twice Pillow's own limit
-        raise ImageFailure("too_large", str(error)) from error
+        size = _header_size(data)
+        if size is None:
+            raise ImageFailure("too_large", f"over the limit of {max_pixels} pixels") from error
+        raise _too_large(*size, max_pixels) from error
     except Exception as error:
         raise ImageFailure("decode_error", f"unreadable image header: {error}") from error
 
@@ -72,11 +76,33 @@ def _check_header(image: Image.Image, *, max_pixels: int, min_side: int) -> None
         raise ImageFailure("unsupported_format", f"{image.format} is not JPEG, PNG or WebP")
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageFailure(
-            "too_large", f"{width}x{height} = {width * height} pixels, over {max_pixels}"
-        )
+        raise _too_large(width, height, max_pixels)
     if min(width, height) < min_side:
         raise ImageFailure("too_small", f"{width}x{height}, under {min_side} pixels on a side")
+
+
+def _too_large(width: int, height: int, max_pixels: int) -> ImageFailure:
+    """One message for every photo over the limit: ours, and the setting that sets it."""
+    return ImageFailure(
+        "too_large",
+        f"{width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+        f"({MAX_PIXELS_SETTING})",
+    )
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """The size a header claims, read by the format's own parser: Image.open would refuse a
+    header over Pillow's limit before telling us the size."""
+    Image.init()
+    for name in ACCEPTED_FORMATS:
+        factory, accept = Image.OPEN.get(name, (None, None))
+        if factory is None or (accept is not None and not accept(data[:16])):
+            continue
+        try:
+            return factory(io.BytesIO(data), "").size
+        except Exception:  # not this format: try the next
+            continue
+    return None
 
 
 def _sniff_unsupported(data: bytes) -> str | None:

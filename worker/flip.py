@@ -7,6 +7,11 @@ import torch
 from torch import nn
 
 
+def flip_dims(vertical: bool) -> list[tuple[int, ...]]:
+    """The dims each flipped copy is flipped along (the photo itself is not among them)."""
+    return [(-1,), (-2,), (-2, -1)] if vertical else [(-1,)]
+
+
 class FlipAveraged(nn.Module):
     """Logits of the photo averaged with the mirrored logits of its mirror image and, with
     `vertical`, of both turned upside down. Logits rather than probabilities: the same IoU on the
@@ -16,7 +21,7 @@ class FlipAveraged(nn.Module):
     def __init__(self, network: nn.Module, vertical: bool = False) -> None:
         super().__init__()
         self.network = network
-        self.flip_dims = [(-1,), (-2,), (-2, -1)] if vertical else [(-1,)]
+        self.flip_dims = flip_dims(vertical)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # `x`: the ONNX export names its axes
         logits = self.network(x)

@@ -60,6 +60,7 @@ class SegmentSummary:
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (input, its error)
     seconds: float = 0.0
 
     @property
@@ -70,6 +71,7 @@ class SegmentSummary:
         self.total += 1
         if outcome.status == "failed":
             self.failed[outcome.reason or "unknown"] += 1
+            self.failures.append((outcome.key, outcome.error or outcome.reason or "unknown"))
         elif outcome.decision == "accepted":
             self.accepted += 1
         else:

@@ -54,6 +54,9 @@ def _mean(values: np.ndarray, count: int) -> float:
 def decide(
     mask_area: float, confidence: float, thresholds: GateThresholds
 ) -> tuple[Decision, str | None]:
+    """Rejection reasons: jewelcut.errors.REJECTION_REASONS."""
+    if mask_area == 0:  # nothing found: not an object that is merely small
+        return "rejected", "no_object"
     if mask_area < thresholds.min_area:
         return "rejected", "area_too_small"
     if mask_area > thresholds.max_area:

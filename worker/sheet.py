@@ -56,6 +56,8 @@ class SheetRow:
         confidence = f"{self.confidence:.4f}" if self.confidence is not None else "-"
         area = f"{self.mask_area:.1%}" if self.mask_area is not None else "-"
         verdict = self.decision if self.accepted else f"{self.decision}: {self.reason}"
+        if self.reason == "no_object":
+            verdict += " (nothing found)"
         return f"{verdict} · confidence {confidence} · area {area}"
 
 

@@ -40,5 +40,14 @@ def test_demo_runs_the_main_job_and_reports(
     # every decided row shows all five columns, rejected ones too (the truncated upload has
     # no photo to show)
     assert sheet.is_file() and sheet.read_text().count("<img") == 4 * 5
-    assert len(list((home / "storage" / "catalogue").glob("demo-*.jpg"))) == 5
+    photos = sorted((home / "storage" / "catalogue").glob("demo-*.jpg"))
+    assert len(photos) == 5
     assert DEMO_SEED not in (0, 1, 2, 20261126)  # never one of training's seeds
+    assert "alembic" not in result.output  # the demo's output is its report
+
+    drawn = [(path, path.stat().st_mtime_ns) for path in photos]
+    again = CliRunner().invoke(app, ["demo", "--images", "5", "--out", str(home)])
+    assert again.exit_code == 0, again.output
+    assert "(drawn before: reused)" in again.output
+    assert [(path, path.stat().st_mtime_ns) for path in photos] == drawn
+    assert "5 unchanged" in again.output and "backfill: 0 images" in again.output

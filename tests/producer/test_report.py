@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from jewelcut.cli import app
 from jewelcut.db import Segmentation, get_engine
+from jewelcut.errors import REJECTION_REASONS as REJECTION_REASONS_MEANING
 from jewelcut.settings import Settings
 from producer.report import CONFIDENCE_EDGES, build_report
 
-REJECTION_REASONS = ("area_too_small", "area_too_large", "low_confidence")
+REJECTION_REASONS = tuple(REJECTION_REASONS_MEANING)
 FAILURE_REASONS = ("decode_error", "fetch_error", "too_many_attempts")
 DAYS = (datetime(2026, 11, 24, 23, 30, tzinfo=UTC), datetime(2026, 11, 25, 0, 30, tzinfo=UTC))
 
@@ -105,6 +106,9 @@ def test_report_matches_counts_computed_from_the_rows(
 
     rejections = Counter(row["reason"] for row in done if row["decision"] == "rejected")
     assert _as_counts(table_rows(output, "Rejections by reason")) == rejections
+    assert rejections["no_object"] > 0  # its own reason, apart from area_too_small
+    for reason in rejections:  # what each means, under the table
+        assert f"  {reason}: {REJECTION_REASONS_MEANING[reason]}" in output
     assert _as_counts(table_rows(output, "Failures by reason")) == Counter(
         row["reason"] for row in failed
     )
@@ -159,3 +163,34 @@ def _histogram(done: list[dict[str, Any]]) -> list[int]:
         )
         counts[index] += 1
     return counts
+
+
+def test_report_never_truncates_a_model_version_name(
+    embedded_settings: Settings,
+    register: Callable[[Settings, str], str],
+    fill: Callable[..., list[str]],
+) -> None:
+    name = "unet-b3-synth-v8-gpu-flip4-recalibrated-2026-12-01"  # longer than a cell at 80 cols
+    register(embedded_settings, name)
+    write_rows(embedded_settings, outcome_rows(fill(embedded_settings, 30), name, seed=6))
+    result = CliRunner().invoke(app, ["report"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    overall = table_rows(result.output, "Accept rate by model version")
+    by_day = table_rows(result.output, "Accept rate by day (UTC)")
+    assert [cells[0] for cells in overall] == [name]  # whole, on one line: not a terminal
+    assert {cells[1] for cells in by_day} == {name}
+
+
+def test_tables_fold_identifiers_in_a_narrow_terminal() -> None:
+    from rich.console import Console
+
+    from producer.report import Totals, _totals_table, print_table
+
+    name = "unet-b3-synth-v8-gpu-flip4-recalibrated-2026-12-01"
+    console = Console(width=60, force_terminal=True, record=True)
+    print_table(console, _totals_table("t", [Totals(name, 3, 2, 1, 1, 1, 0.5)]))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 60 for line in lines) and "…" not in "".join(lines)
+    folded = "".join(line.strip("│ ").split("│")[0].strip() for line in lines if line[:1] == "│")
+    assert folded == name  # folded onto more lines, every character kept

@@ -140,6 +140,15 @@ def test_pixel_bomb_is_refused_from_the_header() -> None:
     assert failure_reason(png_header_only(5000, 5000), max_pixels=20_000_000) == "too_large"
 
 
+@pytest.mark.parametrize("side", [8000, 100_000])  # under and over Pillow's own bomb limit
+def test_too_large_quotes_our_limit_and_setting(side: int) -> None:
+    with pytest.raises(ImageFailure) as caught:
+        decode_image(png_header_only(side, side), max_pixels=40_000_000)
+    assert caught.value.message == (
+        f"{side}x{side} = {side * side} pixels, over the limit of 40000000 (JEWELCUT_MAX_PIXELS)"
+    )
+
+
 def test_limit_applies_to_real_photos(photo_bytes: Callable[..., bytes]) -> None:
     data = photo_bytes(200, 100, "JPEG")
     assert failure_reason(data, max_pixels=19_999) == "too_large"

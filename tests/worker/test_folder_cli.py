@@ -8,12 +8,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from jewelcut.cli import app
-from jewelcut.settings import Settings
+from jewelcut.settings import Settings, reset_settings_cache
 from tests.worker.conftest import encode
+from tests.worker.test_decode import png_header_only
 from worker.folder import RECORD_FIELDS
 
 
@@ -44,7 +46,7 @@ def test_segment_folder_end_to_end(
     result = CliRunner().invoke(
         app, ["segment", str(tmp_path / "photos"), "--out", str(out), "--all"]
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # two inputs failed
 
     records = {
         Path(r["image"]): r
@@ -74,9 +76,13 @@ def test_segment_folder_end_to_end(
         assert (out / "probs" / f"{record['name']}.png").exists()
 
     accepted = sum(records[path]["decision"] == "accepted" for path in decoded)
-    assert f"accepted {accepted}/5" in result.output
-    assert "decode_error 1" in result.output and "unsupported_format 1" in result.output
-    assert "images/s" in result.output
+    summary = result.stdout  # the summary on stdout; progress and logs on stderr
+    assert f"accepted {accepted}/5" in summary
+    assert "decode_error 1" in summary and "unsupported_format 1" in summary
+    assert "images/s" in summary
+    assert f"failed {files['broken']}: decode_error" in summary
+    assert f"failed {files['animated']}: unsupported_format" in summary
+    assert "loading model" not in summary and "model " in result.stderr
 
     sheet = CliRunner().invoke(app, ["sheet", str(out)])
     assert sheet.exit_code == 0, sheet.output
@@ -105,3 +111,100 @@ def test_missing_input_is_a_clear_error(embedded_settings: Settings, tmp_path: P
     )
     assert result.exit_code == 2
     assert "no such file or folder" in result.output
+
+
+def test_segment_exits_1_when_every_input_failed(
+    embedded_settings: Settings, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a JPEG")
+    result = CliRunner().invoke(app, ["segment", str(broken), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "accepted 0/1" in result.stdout
+    assert f"failed {broken}: decode_error" in result.stdout
+
+
+def test_segment_usage_errors_exit_2(embedded_settings: Settings, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["segment", str(tmp_path), "--out", str(tmp_path / "o"), "--backend", "tpu"]
+    )
+    assert result.exit_code == 2 and "--backend" in result.stderr
+
+
+def test_too_large_photos_get_one_message_whatever_their_size(
+    embedded_settings: Settings, tmp_path: Path
+) -> None:
+    """8000x8000 is under Pillow's own bomb limit, 100000x100000 far over it: same message."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for side in (8000, 100_000):
+        (photos / f"side-{side}.png").write_bytes(png_header_only(side, side))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["segment", str(photos), "--out", str(out)])
+    assert result.exit_code == 1
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    limit = embedded_settings.max_pixels
+    assert {record["reason"] for record in records} == {"too_large"}
+    for record in records:
+        side = int(Path(record["image"]).stem.removeprefix("side-"))
+        assert record["error"] == (
+            f"too_large: {side}x{side} = {side * side} pixels, over the limit of {limit} "
+            "(JEWELCUT_MAX_PIXELS)"
+        )
+    assert "decompression bomb" not in result.output
+
+
+def test_one_onnx_export_per_machine_whatever_the_data_folder(
+    embedded_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    listing_photo: Callable[[int], bytes],
+) -> None:
+    """No cache configured: the user cache folder, shared by every data folder and output."""
+    monkeypatch.delenv("JEWELCUT_MODEL_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    photo = tmp_path / "one.jpg"
+    photo.write_bytes(listing_photo(6))
+    graphs: list[list[tuple[Path, int]]] = []
+    for run in ("first", "second"):
+        monkeypatch.setenv("JEWELCUT_DATA_DIR", str(tmp_path / f"data-{run}"))
+        reset_settings_cache()
+        arguments = ["segment", str(photo), "--out", str(tmp_path / run), "--backend", "onnx"]
+        result = CliRunner().invoke(app, arguments)
+        assert result.exit_code == 0, result.output
+        found = sorted((tmp_path / "xdg" / "jewelcut" / "onnx").glob("*.onnx"))
+        graphs.append([(path, path.stat().st_mtime_ns) for path in found])
+    assert len(graphs[0]) == 1 and graphs[1] == graphs[0]  # exported once, then reused
+
+
+def test_nothing_found_is_no_object_in_the_summary_and_the_sheet(
+    embedded_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    listing_photo: Callable[[int], bytes],
+) -> None:
+    """A network that finds nothing (probability 0 everywhere): an empty mask, through the real
+    cleanup, gate, writer and sheet."""
+    from worker import backends
+
+    def finds_nothing(_self: object, batch: np.ndarray) -> np.ndarray:
+        return np.zeros((batch.shape[0], *batch.shape[2:]), np.float32)
+
+    monkeypatch.setattr(backends.TorchBackend, "predict", finds_nothing)
+    photo = tmp_path / "empty-table.jpg"
+    photo.write_bytes(listing_photo(7))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["segment", str(photo), "--out", str(out), "--backend", "torch"]
+    )
+    assert result.exit_code == 0, result.output  # a decision, not a failure
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert (record["decision"], record["reason"], record["mask_area"]) == (
+        "rejected",
+        "no_object",
+        0.0,
+    )
+    assert "rejected 1: no_object 1" in result.stdout
+    sheet = CliRunner().invoke(app, ["sheet", str(out)])
+    assert sheet.exit_code == 0, sheet.output
+    assert "rejected: no_object (nothing found)" in (out / "sheet.html").read_text()

@@ -104,6 +104,17 @@ def test_area_is_checked_before_confidence() -> None:
     assert result.reason == "area_too_small"
 
 
+def test_an_empty_mask_is_no_object_apart_from_a_small_one() -> None:
+    empty = np.zeros((SIDE, SIDE), bool)
+    result = score_and_gate(np.zeros((SIDE, SIDE)), empty, STUDY)
+    assert (result.decision, result.reason) == ("rejected", "no_object")
+    one_pixel = empty.copy()
+    one_pixel[0, 0] = True
+    assert score_and_gate(np.where(one_pixel, 1.0, 0.0), one_pixel, STUDY).reason == (
+        "area_too_small"
+    )
+
+
 def test_empty_and_full_masks_score_zero() -> None:
     empty = np.zeros((SIDE, SIDE), bool)
     result = score_and_gate(np.zeros((SIDE, SIDE)), empty, STUDY)
