@@ -101,9 +101,10 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="A model version folder.")
     arguments = parser.parse_args()
 
+    from jewelcut.modelcard import ModelCard, default_model_dir
     from jewelcut.settings import DEFAULT_MODELS_DIR
     from worker.backends import export_onnx
-    from worker.model import ModelCard, default_model_dir, for_inference, load_network
+    from worker.model import for_inference, load_network
 
     model_dir = arguments.model or default_model_dir(DEFAULT_MODELS_DIR)
     card = ModelCard.read(model_dir)
