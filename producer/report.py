@@ -221,7 +221,9 @@ def render_report(report: Report, console: Console) -> None:
     print_table(console, _day_table(report.by_day))
     print_table(console, _reason_table("Rejections by reason", report.rejections))
     for reason in sorted({row.reason for row in report.rejections}):
-        console.print(f"  {reason}: {REJECTION_REASONS.get(reason, '')}", highlight=False)
+        console.print(
+            f"  {reason}: {REJECTION_REASONS.get(reason, '')}", highlight=False, soft_wrap=True
+        )
     print_table(console, _reason_table("Failures by reason", report.failures))
     print_table(console, _histogram_table(report.histogram))
     console.print(f"Unfinished (queued or processing): {report.unfinished}")
