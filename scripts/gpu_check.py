@@ -226,7 +226,7 @@ def throughput(segmenter: Any, args: argparse.Namespace) -> dict[str, Any]:
 def end_to_end(
     segmenter: Any, photos: list[bytes], args: argparse.Namespace, switch_interval: float
 ) -> dict[str, Any]:
-    from worker.cutout import encode_cutout_png, encode_preview_jpeg
+    from worker.cutout import encode_cutout_and_preview, encode_preview_jpeg
     from worker.pipeline import process_stream
 
     keys = [str(index) for index in range(args.e2e_images)]
@@ -234,12 +234,12 @@ def end_to_end(
     def read(key: str) -> bytes:
         return photos[int(key) % len(photos)]
 
-    def write(key: str, rgb: np.ndarray, prediction: Any) -> dict[str, str]:
-        alpha = prediction.alpha(rgb.shape[0], rgb.shape[1]) if prediction.accepted else None
-        sizes = {"preview": str(len(encode_preview_jpeg(rgb, alpha)))}
-        if alpha is not None:
-            sizes["cutout"] = str(len(encode_cutout_png(rgb, alpha)))
-        return sizes
+    def write(key: str, photo: Any, prediction: Any) -> dict[str, str]:
+        if not prediction.accepted:
+            return {"preview": str(len(encode_preview_jpeg(photo.reduced, None)))}
+        alpha = prediction.alpha(photo.height, photo.width)
+        cutout, preview = encode_cutout_and_preview(photo.rgb, alpha)
+        return {"preview": str(len(preview)), "cutout": str(len(cutout))}
 
     default_interval = sys.getswitchinterval()
     sys.setswitchinterval(switch_interval)

@@ -44,9 +44,7 @@ from jewelcut.sources import fetch_source
 from jewelcut.storage import Storage, cutout_key, get_storage, preview_key
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from worker.pipeline import ImageOutcome, Prediction, Segmenter
+    from worker.pipeline import ImageOutcome, Photo, Prediction, Segmenter
 
 UPSERTED_COLUMNS = ("status", *RESULT_COLUMNS)
 log = get_logger(__name__)
@@ -291,8 +289,8 @@ def segment_images(
     def read(image_id: str) -> bytes:
         return fetch_source(sources[image_id], settings)
 
-    def write(image_id: str, rgb: np.ndarray, prediction: Prediction) -> dict[str, str]:
-        return write_artifacts(storage, model_version, image_id, rgb, prediction)
+    def write(image_id: str, photo: Photo, prediction: Prediction) -> dict[str, str]:
+        return write_artifacts(storage, model_version, image_id, photo, prediction)
 
     if not sources:
         return
@@ -307,20 +305,23 @@ def segment_images(
 
 
 def write_artifacts(
-    storage: Storage, model_version: str, image_id: str, rgb: np.ndarray, prediction: Prediction
+    storage: Storage, model_version: str, image_id: str, photo: Photo, prediction: Prediction
 ) -> dict[str, str]:
-    """Upload the cutout (accepted only) and the preview a person is shown; returns their URIs."""
-    from worker.cutout import encode_cutout_png, encode_preview_jpeg
+    """Upload the cutout (accepted only: the one photo decoded at full size) and the preview a
+    person is shown; returns their URIs."""
+    from worker.cutout import encode_cutout_and_preview, encode_preview_jpeg
 
-    height, width = rgb.shape[:2]
     artifacts: dict[str, str] = {}
-    alpha = prediction.alpha(height, width) if prediction.accepted else None
-    if alpha is not None:
+    if prediction.accepted:
+        alpha = prediction.alpha(photo.height, photo.width)
+        cutout, preview = encode_cutout_and_preview(photo.rgb, alpha)
         artifacts["cutout_uri"] = storage.put(
-            cutout_key(model_version, image_id), encode_cutout_png(rgb, alpha), "image/png"
+            cutout_key(model_version, image_id), cutout, "image/png"
         )
+    else:
+        preview = encode_preview_jpeg(photo.reduced, None)
     artifacts["preview_uri"] = storage.put(
-        preview_key(model_version, image_id), encode_preview_jpeg(rgb, alpha), "image/jpeg"
+        preview_key(model_version, image_id), preview, "image/jpeg"
     )
     return artifacts
 

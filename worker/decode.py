@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,13 +30,64 @@ _KNOWN_SIGNATURES: tuple[tuple[bytes, str], ...] = (
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"avif")
 
 
+# EXIF orientations that turn the photo a quarter: its width and height swap.
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
+
+
+@dataclass(frozen=True)
+class ReducedPhoto:
+    """A photo decoded at reduced scale: `rgb` is the photo or a smaller copy of it (JPEG DCT
+    scaling: 1/2, 1/4 or 1/8) whose sides are at least the asked size's; `height` and `width`
+    are the photo's own size. Both with EXIF orientation applied."""
+
+    rgb: np.ndarray
+    height: int
+    width: int
+
+
 def decode_image(data: bytes, *, max_pixels: int = 40_000_000, min_side: int = 32) -> np.ndarray:
     """Decode one photo; raises ImageFailure(decode_error | unsupported_format | too_large |
     too_small)."""
+    image = _open_checked(data, max_pixels=max_pixels, min_side=min_side)
+    return _decode(image)
+
+
+def decode_reduced(
+    data: bytes, longer_side: int, *, max_pixels: int = 40_000_000, min_side: int = 32
+) -> ReducedPhoto:
+    """Decode one photo at the smallest JPEG scale whose longer side is at least `longer_side`
+    (a fraction of a full decode's cost); other formats, and photos not twice that size, come
+    at full size. Same checks and failures as decode_image."""
+    image = _open_checked(data, max_pixels=max_pixels, min_side=min_side)
+    width, height = image.size
+    if _orientation(image) in _QUARTER_TURNS:
+        width, height = height, width
+    scale = longer_side / max(width, height)
+    if scale < 1 and image.format in ("JPEG", "MPO"):
+        # draft() picks the smallest DCT scale that still covers the requested box.
+        stored_w, stored_h = image.size
+        longest = max(stored_w, stored_h)
+        box = (-(-stored_w * longer_side // longest), -(-stored_h * longer_side // longest))
+        image.draft(image.mode, box)
+    return ReducedPhoto(_decode(image), height, width)
+
+
+def _open_checked(data: bytes, *, max_pixels: int, min_side: int) -> Image.Image:
     if not data:
         raise ImageFailure("decode_error", "empty file (0 bytes)")
     image = _open(data)
     _check_header(image, max_pixels=max_pixels, min_side=min_side)
+    return image
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:  # an unreadable EXIF block is ignored, as exif_transpose does
+        return 1
+
+
+def _decode(image: Image.Image) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's EXIF/ICC chatter is not the caller's concern

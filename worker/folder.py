@@ -23,7 +23,7 @@ import numpy as np
 
 from jewelcut.errors import ImageFailure
 from worker.cutout import binary_mask, encode_cutout_png, encode_png
-from worker.pipeline import ImageOutcome, Prediction, Segmenter, process_stream
+from worker.pipeline import ImageOutcome, Photo, Prediction, Segmenter, process_stream
 
 RESULTS_FILE = "results.jsonl"
 MASKS_DIR = "masks"
@@ -126,9 +126,9 @@ class FolderWriter:
         for sub in (MASKS_DIR, PROBS_DIR):
             (out_dir / sub).mkdir(parents=True, exist_ok=True)
 
-    def __call__(self, key: str, rgb: np.ndarray, prediction: Prediction) -> dict[str, str]:
+    def __call__(self, key: str, photo: Photo, prediction: Prediction) -> dict[str, str]:
         name = self.names[key]
-        alpha = prediction.alpha(rgb.shape[0], rgb.shape[1])
+        alpha = prediction.alpha(photo.height, photo.width)
         artifacts = {
             "mask": _write(
                 self.out_dir / MASKS_DIR / f"{name}.png", encode_png(binary_mask(alpha))
@@ -139,7 +139,7 @@ class FolderWriter:
             ),
         }
         if prediction.accepted or self.write_all:
-            cutout = encode_cutout_png(rgb, alpha, crop=self.crop)
+            cutout = encode_cutout_png(photo.rgb, alpha, crop=self.crop)
             artifacts["cutout"] = _write(self.out_dir / f"{name}.png", cutout)
         return artifacts
 

@@ -23,7 +23,8 @@ import numpy as np
 from jewelcut import metrics
 from jewelcut.errors import ImageFailure
 from worker.cleanup import clean_mask
-from worker.decode import decode_image
+from worker.cutout import PREVIEW_MAX_SIDE
+from worker.decode import decode_image, decode_reduced
 from worker.gate import GateResult, GateThresholds, score_and_gate
 from worker.model import ModelCard
 from worker.preprocess import PreparedImage, Preprocessor, crop_to_image
@@ -36,7 +37,39 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ReadFn = Callable[[str], bytes]
-WriteFn = Callable[[str, np.ndarray, "Prediction"], dict[str, str]]
+WriteFn = Callable[[str, "Photo", "Prediction"], dict[str, str]]
+
+
+@dataclass
+class Photo:
+    """A photo as the pipeline holds it. `reduced` is decoded at reduced scale (JPEG DCT
+    scaling), its longer side at least the network's input and PREVIEW_MAX_SIDE (or the photo
+    itself): the network and what a person is shown of a rejected photo need no more. `rgb`,
+    the full-size photo, is decoded on first use: only for the photos whose cutout is written.
+    `height` and `width` are the photo's own (EXIF orientation applied)."""
+
+    data: bytes
+    reduced: np.ndarray
+    height: int
+    width: int
+    decode: Callable[[bytes], np.ndarray]
+    _full: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, rgb: np.ndarray) -> Photo:
+        """A photo already decoded at full size."""
+        return cls(b"", rgb, rgb.shape[0], rgb.shape[1], _no_decode, rgb)
+
+    @property
+    def rgb(self) -> np.ndarray:
+        if self._full is None:
+            whole = self.reduced.shape[:2] == (self.height, self.width)
+            self._full = self.reduced if whole else self.decode(self.data)
+        return self._full
+
+
+def _no_decode(_data: bytes) -> np.ndarray:
+    raise AssertionError("a Photo made from pixels has them all")
 
 
 @dataclass(frozen=True)
@@ -107,6 +140,7 @@ class Segmenter:
         self.min_side = min_side
         self.threads = threads
         self.preprocess = Preprocessor(self.card.input_size, self.card.mean, self.card.std)
+        self.reduced_side = max(self.card.input_size, PREVIEW_MAX_SIDE)
         self._backend: InferenceBackend | None = None
 
     @classmethod
@@ -157,7 +191,19 @@ class Segmenter:
         return self._backend
 
     def decode(self, data: bytes) -> np.ndarray:
+        """The photo at full size."""
         return decode_image(data, max_pixels=self.max_pixels, min_side=self.min_side)
+
+    def read_photo(self, data: bytes) -> Photo:
+        """The photo decoded at reduced scale; at full size later, if asked (Photo.rgb)."""
+        reduced = decode_reduced(
+            data, self.reduced_side, max_pixels=self.max_pixels, min_side=self.min_side
+        )
+        return Photo(data, reduced.rgb, reduced.height, reduced.width, self.decode)
+
+    def prepare(self, photo: Photo) -> PreparedImage:
+        """The network's input for a photo: the same size as from its full-size decode."""
+        return self.preprocess(photo.reduced, (photo.height, photo.width))
 
     def infer(self, prepared: list[PreparedImage]) -> list[np.ndarray]:
         """Probabilities at network resolution for images of the same padded shape."""
@@ -192,7 +238,7 @@ def _group_by_shape(prepared: list[PreparedImage]) -> dict[tuple[int, int], list
 @dataclass
 class _Decoded:
     key: str
-    rgb: np.ndarray
+    photo: Photo
     prepared: PreparedImage
     timings: dict[str, float]
 
@@ -206,7 +252,7 @@ def process_stream(
 ) -> Iterator[ImageOutcome]:
     """Segment every key's photo; yields one ImageOutcome per key, in completion order.
 
-    `read(key) -> bytes` and `write(key, rgb, prediction) -> artifacts` run in I/O threads and
+    `read(key) -> bytes` and `write(key, photo, prediction) -> artifacts` run in I/O threads and
     may raise ImageFailure (any other exception fails that image as fetch_error/processing_error).
     """
     stream = _Stream(segmenter, read, write, io_threads)
@@ -327,9 +373,9 @@ class _Stream:
             with _timed(timings, "read"):
                 data = _call_read(self.read, key)
             with _timed(timings, "decode"):
-                rgb = self.segmenter.decode(data)
+                photo = self.segmenter.read_photo(data)
             with _timed(timings, "preprocess"):
-                prepared = self.segmenter.preprocess(rgb)
+                prepared = self.segmenter.prepare(photo)
         except ImageFailure as failure:
             log.info("image failed: %s", failure, extra={"image_id": key, "reason": failure.reason})
             return ImageOutcome.failed(key, failure, timings=timings)
@@ -337,10 +383,10 @@ class _Stream:
             log.exception("image failed", extra={"image_id": key})
             failure = ImageFailure("processing_error", f"{type(error).__name__}: {error}")
             return ImageOutcome.failed(key, failure, timings=timings)
-        return _Decoded(key, rgb, prepared, timings)
+        return _Decoded(key, photo, prepared, timings)
 
     def _finish(self, item: _Decoded, probability: np.ndarray | ImageFailure) -> ImageOutcome:
-        height, width = item.rgb.shape[:2]
+        height, width = item.photo.height, item.photo.width
         timings = item.timings
         size = {"width": width, "height": height}
         if isinstance(probability, ImageFailure):
@@ -349,7 +395,7 @@ class _Stream:
             with _timed(timings, "cleanup"):
                 prediction = self.segmenter.finish(probability)
             with _timed(timings, "write"):
-                artifacts = self.write(item.key, item.rgb, prediction)
+                artifacts = self.write(item.key, item.photo, prediction)
         except ImageFailure as failure:
             log.warning("image failed: %s", failure, extra={"image_id": item.key})
             return ImageOutcome.failed(item.key, failure, timings=timings, **size)

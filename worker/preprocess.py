@@ -54,8 +54,10 @@ class Preprocessor:
         self._scale = (1.0 / (255.0 * std_array)).astype(np.float32)
         self._offset = (-np.asarray(mean, np.float32) / std_array).astype(np.float32)
 
-    def __call__(self, rgb: np.ndarray) -> PreparedImage:
-        height, width = network_size(rgb.shape[0], rgb.shape[1], self.input_size)
+    def __call__(self, rgb: np.ndarray, photo_size: tuple[int, int] | None = None) -> PreparedImage:
+        """`photo_size` (height, width): the photo's own size when `rgb` is a reduced decode of
+        it, so the network sees the same size either way."""
+        height, width = network_size(*(photo_size or rgb.shape[:2]), self.input_size)
         shrinking = height < rgb.shape[0]
         # INTER_AREA averages: a thin chain fades instead of vanishing between samples.
         interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR

@@ -25,7 +25,7 @@ from worker.chunk import (
     write_artifacts,
 )
 from worker.gate import GateThresholds, score_and_gate
-from worker.pipeline import ImageOutcome, Prediction
+from worker.pipeline import ImageOutcome, Photo, Prediction
 from worker.registry import active_model_version, ensure_registered
 
 
@@ -228,7 +228,7 @@ def test_accepted_images_get_a_full_size_cutout_and_a_preview(
     storage = get_storage(distributed_settings)
     photo = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
 
-    accepted = write_artifacts(storage, "v1", "img-a", photo, _prediction(accepted=True))
+    accepted = write_artifacts(storage, "v1", "img-a", Photo.of(photo), _prediction(accepted=True))
     assert accepted == {
         "cutout_uri": f"s3://{distributed_settings.s3_bucket}/{cutout_key('v1', 'img-a')}",
         "preview_uri": f"s3://{distributed_settings.s3_bucket}/{preview_key('v1', 'img-a')}",
@@ -241,6 +241,6 @@ def test_accepted_images_get_a_full_size_cutout_and_a_preview(
         assert (preview.format, preview.size) == ("JPEG", (320, 240))
         assert np.asarray(preview)[5, 5].min() > 240  # the cutout on white
 
-    rejected = write_artifacts(storage, "v1", "img-r", photo, _prediction(accepted=False))
+    rejected = write_artifacts(storage, "v1", "img-r", Photo.of(photo), _prediction(accepted=False))
     assert set(rejected) == {"preview_uri"}  # no cutout; the person sees the photo
     assert not storage.exists(cutout_key("v1", "img-r"))
