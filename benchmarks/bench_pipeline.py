@@ -44,6 +44,8 @@ TARGET_PER_CORE = 100.0
 TARGET_SCALING = 1.8
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache" / "pipeline"
 REPLAY_NAME = "replay (precomputed ONNX outputs, no inference)"
+# (name, cores the run is pinned to, CPU-stage processes; 0: threads of the one process)
+RUNS = (("1", 1, 1), ("2", 2, 2), ("2 cores, threads", 2, 0))
 
 
 def main() -> None:
@@ -61,11 +63,11 @@ def main() -> None:
     results["stages_core_ms"] = stage_costs(model_dir, replay_dir, photos)
     print_stages(results["stages_core_ms"])
     results["runs"] = {}
-    for cores in (1, 2):
-        run = capacity_run(args, count, cores)
-        results["runs"][str(cores)] = run
+    for name, cores, cpu_workers in RUNS:
+        run = capacity_run(args, count, cores, cpu_workers)
+        results["runs"][name] = run
         print(
-            f"{cores} core{'s' if cores > 1 else ' '}: {run['images_per_s']:7.1f} images/s wall, "
+            f"{name:<18} {run['images_per_s']:7.1f} images/s wall, "
             f"{run['cpu_ms_per_image']:6.1f} CPU ms per image, accepted {run['accepted']}/"
             f"{run['images']}, replay matched {run['replay_matched']}/{run['images']} "
             f"(load {run['load']})"
@@ -86,6 +88,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cores", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu-workers", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -228,11 +231,11 @@ class MemoryStorage:
         return f"memory://{key}"
 
 
-def replay_segmenter(model_dir: Path, replay_dir: Path, count: int) -> Any:
+def replay_segmenter(model_dir: Path, replay_dir: Path, count: int, cpu_workers: int = 0) -> Any:
     from worker.backends import CPU_BATCH_SIZE
     from worker.pipeline import Segmenter
 
-    segmenter = Segmenter(model_dir, device="cpu", backend="onnx")
+    segmenter = Segmenter(model_dir, device="cpu", backend="onnx", cpu_workers=cpu_workers)
     segmenter._backend = ReplayBackend(replay_dir, count, CPU_BATCH_SIZE)
     return segmenter
 
@@ -259,7 +262,7 @@ def stage_costs(model_dir: Path, replay_dir: Path, photos: list[bytes]) -> dict[
         (probability,) = segmenter.infer([prepared])  # replayed: not counted
         prediction = timed("cleanup+gate", segmenter.finish, probability)
         if prediction.accepted:
-            timed("full decode", lambda: photo.rgb)
+            timed("full decode", getattr, photo, "rgb")
             alpha = timed("alpha", prediction.alpha, photo.height, photo.width)
             timed("cutout+preview", encode_cutout_and_preview, photo.rgb, alpha)
         else:
@@ -277,8 +280,11 @@ def print_stages(stages: dict[str, float]) -> None:
 # --------------------------------------------------------------------------- capacity ---
 
 
-def capacity_run(args: argparse.Namespace, count: int, cores: int) -> dict[str, Any]:
+def capacity_run(
+    args: argparse.Namespace, count: int, cores: int, cpu_workers: int
+) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", "--cores", str(cores), "--count", str(count)]
+    command += ["--cpu-workers", str(cpu_workers)]
     command += ["--cache-dir", str(args.cache_dir), "--io-threads", str(args.io_threads)]
     finished = subprocess.run(command, capture_output=True, text=True, check=False)
     if finished.returncode != 0:
@@ -290,21 +296,23 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
     """process_stream with the replay backend, pinned to `cores` cores."""
     available = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, available[: args.cores])
-    from worker.chunk import write_artifacts
-    from worker.pipeline import process_stream
+    from functools import partial
+
+    from worker.chunk import render_artifacts, store_artifacts
+    from worker.pipeline import Writer, process_stream
 
     model_dir = shipped_model_dir()
     photos = cached_photos(args.cache_dir, args.count)
     replay_dir = cached_replay(args.cache_dir, model_dir, photos)
-    segmenter = replay_segmenter(model_dir, replay_dir, args.count)
+    segmenter = replay_segmenter(model_dir, replay_dir, args.count, args.cpu_workers)
     storage = MemoryStorage()
     keys = [str(index) for index in range(args.count)]
 
     def read(key: str) -> bytes:
         return photos[int(key)]
 
-    def write(key: str, rgb: Any, prediction: Any) -> dict[str, str]:
-        return write_artifacts(storage, "bench", key, rgb, prediction)
+    # The worker's own write: rendered in the CPU-stage processes, stored here.
+    write = Writer(render_artifacts, partial(store_artifacts, storage, "bench"))
 
     # A short warm-up (pools, caches), then the measured run.
     list(process_stream(segmenter, keys[: 2 * args.cores], read, write, args.io_threads))
@@ -331,6 +339,10 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
         "uploaded_mb": storage.bytes / 2**20,
         "load": load_average(),
         "failed": sorted({o.reason or "" for o in by_key.values() if o.status == "failed"}),
+        "median_stage_ms": {
+            stage: 1000 * float(np.median([o.timings.get(stage, 0.0) for o in outcomes]))
+            for stage in ("decode", "preprocess", "cleanup", "write")
+        },
     }
 
 
@@ -367,6 +379,12 @@ def report(results: dict[str, Any], cache: Path, label: str) -> None:
                 "CPU ms per image"
             )
     one, two = results["runs"]["1"], results["runs"]["2"]
+    for name in ("1", "2"):
+        stages = results["runs"][name].get("median_stage_ms", {})
+        print(
+            f"median ms per stage in the {name}-core run: "
+            + ", ".join(f"{stage} {ms:.1f}" for stage, ms in stages.items())
+        )
     per_core_cpu = 1000 / one["cpu_ms_per_image"]
     ratio = two["images_per_s"] / one["images_per_s"]
     print(

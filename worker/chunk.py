@@ -282,16 +282,14 @@ def segment_images(
 ) -> Iterator[ImageOutcome]:
     """Stream the images through the pipeline; one outcome per image as it finishes, failures
     included."""
-    from worker.pipeline import process_stream
+    from worker.pipeline import Writer, process_stream
 
     storage = get_storage(settings)
 
     def read(image_id: str) -> bytes:
         return fetch_source(sources[image_id], settings)
 
-    def write(image_id: str, photo: Photo, prediction: Prediction) -> dict[str, str]:
-        return write_artifacts(storage, model_version, image_id, photo, prediction)
-
+    write = Writer(render_artifacts, partial(store_artifacts, storage, model_version))
     if not sources:
         return
     for outcome in process_stream(segmenter, list(sources), read, write, settings.io_threads):
@@ -304,26 +302,36 @@ def segment_images(
         yield outcome
 
 
+def render_artifacts(photo: Photo, prediction: Prediction) -> dict[str, bytes]:
+    """The cutout PNG (accepted only: the one photo decoded at full size) and the preview JPEG
+    a person is shown. Runs in a CPU-stage process when there is a pool."""
+    from worker.cutout import encode_cutout_and_preview, encode_preview_jpeg
+
+    if not prediction.accepted:
+        return {"preview": encode_preview_jpeg(photo.reduced, None)}
+    alpha = prediction.alpha(photo.height, photo.width)
+    cutout, preview = encode_cutout_and_preview(photo.rgb, alpha)
+    return {"cutout": cutout, "preview": preview}
+
+
+def store_artifacts(
+    storage: Storage, model_version: str, image_id: str, rendered: dict[str, bytes]
+) -> dict[str, str]:
+    """Upload what render_artifacts made to its deterministic keys; returns their URIs."""
+    artifacts: dict[str, str] = {}
+    if "cutout" in rendered:
+        key = cutout_key(model_version, image_id)
+        artifacts["cutout_uri"] = storage.put(key, rendered["cutout"], "image/png")
+    key = preview_key(model_version, image_id)
+    artifacts["preview_uri"] = storage.put(key, rendered["preview"], "image/jpeg")
+    return artifacts
+
+
 def write_artifacts(
     storage: Storage, model_version: str, image_id: str, photo: Photo, prediction: Prediction
 ) -> dict[str, str]:
-    """Upload the cutout (accepted only: the one photo decoded at full size) and the preview a
-    person is shown; returns their URIs."""
-    from worker.cutout import encode_cutout_and_preview, encode_preview_jpeg
-
-    artifacts: dict[str, str] = {}
-    if prediction.accepted:
-        alpha = prediction.alpha(photo.height, photo.width)
-        cutout, preview = encode_cutout_and_preview(photo.rgb, alpha)
-        artifacts["cutout_uri"] = storage.put(
-            cutout_key(model_version, image_id), cutout, "image/png"
-        )
-    else:
-        preview = encode_preview_jpeg(photo.reduced, None)
-    artifacts["preview_uri"] = storage.put(
-        preview_key(model_version, image_id), preview, "image/jpeg"
-    )
-    return artifacts
+    """Render and upload the cutout (accepted only) and the preview; returns their URIs."""
+    return store_artifacts(storage, model_version, image_id, render_artifacts(photo, prediction))
 
 
 def record_outcomes(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -45,39 +46,45 @@ class ReducedPhoto:
     width: int
 
 
-def decode_image(data: bytes, *, max_pixels: int = 40_000_000, min_side: int = 32) -> np.ndarray:
+@overload
+def decode_image(data: bytes, *, max_pixels: int = ..., min_side: int = ...) -> np.ndarray: ...
+
+
+@overload
+def decode_image(
+    data: bytes, *, max_pixels: int = ..., min_side: int = ..., reduce_to: int
+) -> ReducedPhoto: ...
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = 40_000_000,
+    min_side: int = 32,
+    reduce_to: int | None = None,
+) -> np.ndarray | ReducedPhoto:
     """Decode one photo; raises ImageFailure(decode_error | unsupported_format | too_large |
-    too_small)."""
-    image = _open_checked(data, max_pixels=max_pixels, min_side=min_side)
-    return _decode(image)
+    too_small).
 
-
-def decode_reduced(
-    data: bytes, longer_side: int, *, max_pixels: int = 40_000_000, min_side: int = 32
-) -> ReducedPhoto:
-    """Decode one photo at the smallest JPEG scale whose longer side is at least `longer_side`
-    (a fraction of a full decode's cost); other formats, and photos not twice that size, come
-    at full size. Same checks and failures as decode_image."""
-    image = _open_checked(data, max_pixels=max_pixels, min_side=min_side)
-    width, height = image.size
-    if _orientation(image) in _QUARTER_TURNS:
-        width, height = height, width
-    scale = longer_side / max(width, height)
-    if scale < 1 and image.format in ("JPEG", "MPO"):
-        # draft() picks the smallest DCT scale that still covers the requested box.
-        stored_w, stored_h = image.size
-        longest = max(stored_w, stored_h)
-        box = (-(-stored_w * longer_side // longest), -(-stored_h * longer_side // longest))
-        image.draft(image.mode, box)
-    return ReducedPhoto(_decode(image), height, width)
-
-
-def _open_checked(data: bytes, *, max_pixels: int, min_side: int) -> Image.Image:
+    With `reduce_to`, a ReducedPhoto: decoded at the smallest JPEG scale whose longer side is at
+    least `reduce_to` (a fraction of a full decode's cost); other formats, and photos under
+    twice that size, come at full size."""
     if not data:
         raise ImageFailure("decode_error", "empty file (0 bytes)")
     image = _open(data)
     _check_header(image, max_pixels=max_pixels, min_side=min_side)
-    return image
+    if reduce_to is None:
+        return _decode(image)
+    width, height = image.size
+    if _orientation(image) in _QUARTER_TURNS:
+        width, height = height, width
+    if reduce_to < max(width, height) and image.format in ("JPEG", "MPO"):
+        # draft() picks the smallest DCT scale that still covers the requested box.
+        stored_w, stored_h = image.size
+        longest = max(stored_w, stored_h)
+        box = (-(-stored_w * reduce_to // longest), -(-stored_h * reduce_to // longest))
+        image.draft(image.mode, box)
+    return ReducedPhoto(_decode(image), height, width)
 
 
 def _orientation(image: Image.Image) -> int:

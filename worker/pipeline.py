@@ -24,7 +24,7 @@ from jewelcut import metrics
 from jewelcut.errors import ImageFailure
 from worker.cleanup import clean_mask
 from worker.cutout import PREVIEW_MAX_SIDE
-from worker.decode import decode_image, decode_reduced
+from worker.decode import decode_image
 from worker.gate import GateResult, GateThresholds, score_and_gate
 from worker.model import ModelCard
 from worker.preprocess import PreparedImage, Preprocessor, crop_to_image
@@ -32,12 +32,20 @@ from worker.preprocess import PreparedImage, Preprocessor, crop_to_image
 if TYPE_CHECKING:
     from jewelcut.settings import Settings
     from worker.backends import InferenceBackend
+    from worker.cpu_pool import CpuPool
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ReadFn = Callable[[str], bytes]
-WriteFn = Callable[[str, "Photo", "Prediction"], dict[str, str]]
+WriteFn = Callable[[str, "Photo", "Prediction"], dict[str, str]]  # or a Writer
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    reduced_side: int  # a reduced decode's longer side is at least this
+    max_pixels: int
+    min_side: int
 
 
 @dataclass
@@ -49,27 +57,40 @@ class Photo:
     `height` and `width` are the photo's own (EXIF orientation applied)."""
 
     data: bytes
-    reduced: np.ndarray
     height: int
     width: int
-    decode: Callable[[bytes], np.ndarray]
+    limits: DecodeLimits | None  # None: made from pixels, nothing to decode
+    _reduced: np.ndarray | None = field(default=None, repr=False)
     _full: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, rgb: np.ndarray) -> Photo:
         """A photo already decoded at full size."""
-        return cls(b"", rgb, rgb.shape[0], rgb.shape[1], _no_decode, rgb)
+        return cls(b"", rgb.shape[0], rgb.shape[1], None, rgb, rgb)
+
+    @property
+    def reduced(self) -> np.ndarray:
+        if self._reduced is None:
+            assert self.limits is not None
+            self._reduced = decode_image(
+                self.data,
+                reduce_to=self.limits.reduced_side,
+                max_pixels=self.limits.max_pixels,
+                min_side=self.limits.min_side,
+            ).rgb
+        return self._reduced
 
     @property
     def rgb(self) -> np.ndarray:
         if self._full is None:
-            whole = self.reduced.shape[:2] == (self.height, self.width)
-            self._full = self.reduced if whole else self.decode(self.data)
+            if self._reduced is not None and self._reduced.shape[:2] == (self.height, self.width):
+                self._full = self._reduced
+            else:
+                assert self.limits is not None
+                self._full = decode_image(
+                    self.data, max_pixels=self.limits.max_pixels, min_side=self.limits.min_side
+                )
         return self._full
-
-
-def _no_decode(_data: bytes) -> np.ndarray:
-    raise AssertionError("a Photo made from pixels has them all")
 
 
 @dataclass(frozen=True)
@@ -89,6 +110,52 @@ class Prediction:
         from worker.cutout import full_resolution_alpha
 
         return full_resolution_alpha(self.probability, self.mask, height, width)
+
+
+@dataclass(frozen=True)
+class CpuStages:
+    """The CPU work on one photo around the network, in plain picklable parts: it runs in this
+    process or in a CPU-stage process (worker.cpu_pool), the same code either way."""
+
+    preprocess: Preprocessor
+    thresholds: GateThresholds
+    limits: DecodeLimits
+
+    def read_photo(self, data: bytes) -> Photo:
+        """The photo decoded at reduced scale; at full size later, if asked (Photo.rgb)."""
+        limits = self.limits
+        reduced = decode_image(
+            data,
+            reduce_to=limits.reduced_side,
+            max_pixels=limits.max_pixels,
+            min_side=limits.min_side,
+        )
+        return Photo(data, reduced.height, reduced.width, limits, reduced.rgb)
+
+    def prepare(self, photo: Photo) -> PreparedImage:
+        """The network's input for a photo: the same size as from its full-size decode."""
+        return self.preprocess(photo.reduced, (photo.height, photo.width))
+
+    def finish(self, probability: np.ndarray) -> Prediction:
+        """Cleanup and gate one probability map."""
+        mask = clean_mask(probability)
+        return Prediction(probability, mask, score_and_gate(probability, mask, self.thresholds))
+
+
+Renderer = Callable[[Photo, Prediction], dict[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Writer:
+    """A `write` in two parts: `render(photo, prediction) -> {name: bytes}` is the CPU work
+    (encoding); it must be picklable, as it runs in a CPU-stage process when there is a pool.
+    `store(key, rendered) -> artifacts` is the I/O (uploads, files) in an I/O thread."""
+
+    render: Renderer
+    store: Callable[[str, dict[str, bytes]], dict[str, str]]
+
+    def __call__(self, key: str, photo: Photo, prediction: Prediction) -> dict[str, str]:
+        return self.store(key, self.render(photo, prediction))
 
 
 @dataclass
@@ -129,7 +196,10 @@ class Segmenter:
         max_pixels: int = 40_000_000,
         min_side: int = 32,
         threads: int | None = None,
+        cpu_workers: int = 0,
     ) -> None:
+        """`cpu_workers`: processes for the CPU stages (decode, preprocess, cleanup, gate,
+        rendering); 0 runs them in this process's I/O threads."""
         self.model_dir = Path(model_dir)
         self.card = ModelCard.read(self.model_dir)
         self.device = device
@@ -139,9 +209,14 @@ class Segmenter:
         self.max_pixels = max_pixels
         self.min_side = min_side
         self.threads = threads
+        self.cpu_workers = cpu_workers
         self.preprocess = Preprocessor(self.card.input_size, self.card.mean, self.card.std)
-        self.reduced_side = max(self.card.input_size, PREVIEW_MAX_SIDE)
+        reduced_side = max(self.card.input_size, PREVIEW_MAX_SIDE)
+        self.stages = CpuStages(
+            self.preprocess, self.thresholds, DecodeLimits(reduced_side, max_pixels, min_side)
+        )
         self._backend: InferenceBackend | None = None
+        self._cpu_pool: CpuPool | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, model_dir: Path | None = None) -> Segmenter:
@@ -156,6 +231,7 @@ class Segmenter:
             cache_dir=settings.resolved_model_cache_dir,
             max_pixels=settings.max_pixels,
             min_side=settings.min_side,
+            cpu_workers=settings.resolved_cpu_workers,
         )
 
     @property
@@ -174,8 +250,20 @@ class Segmenter:
     def batch_size(self) -> int:
         return self.load().batch_size
 
+    @property
+    def cpu_pool(self) -> CpuPool | None:
+        """The CPU-stage processes (started by load()), or None without cpu_workers."""
+        self.load()
+        return self._cpu_pool
+
     def load(self) -> InferenceBackend:
-        """Build the backend (verifies the weights' sha256; may export ONNX). Idempotent."""
+        """Start the CPU-stage processes, then build the backend (verifies the weights' sha256;
+        may export ONNX). Idempotent."""
+        if self.cpu_workers and self._cpu_pool is None:
+            from worker.cpu_pool import CpuPool
+
+            # Forked before the backend's threads exist, and before any stream's.
+            self._cpu_pool = CpuPool(self.stages, self.cpu_workers)
         if self._backend is None:
             from worker.backends import make_backend
 
@@ -195,15 +283,10 @@ class Segmenter:
         return decode_image(data, max_pixels=self.max_pixels, min_side=self.min_side)
 
     def read_photo(self, data: bytes) -> Photo:
-        """The photo decoded at reduced scale; at full size later, if asked (Photo.rgb)."""
-        reduced = decode_reduced(
-            data, self.reduced_side, max_pixels=self.max_pixels, min_side=self.min_side
-        )
-        return Photo(data, reduced.rgb, reduced.height, reduced.width, self.decode)
+        return self.stages.read_photo(data)
 
     def prepare(self, photo: Photo) -> PreparedImage:
-        """The network's input for a photo: the same size as from its full-size decode."""
-        return self.preprocess(photo.reduced, (photo.height, photo.width))
+        return self.stages.prepare(photo)
 
     def infer(self, prepared: list[PreparedImage]) -> list[np.ndarray]:
         """Probabilities at network resolution for images of the same padded shape."""
@@ -212,9 +295,13 @@ class Segmenter:
         return [crop_to_image(p, item) for p, item in zip(probabilities, prepared, strict=True)]
 
     def finish(self, probability: np.ndarray) -> Prediction:
-        """Cleanup and gate one probability map."""
-        mask = clean_mask(probability)
-        return Prediction(probability, mask, score_and_gate(probability, mask, self.thresholds))
+        return self.stages.finish(probability)
+
+    def close(self) -> None:
+        """Stop the CPU-stage processes (a later load() starts them again)."""
+        if self._cpu_pool is not None:
+            self._cpu_pool.close()
+            self._cpu_pool = None
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         """Segment RGB uint8 photos synchronously (any sizes; batched by padded shape)."""
@@ -270,6 +357,7 @@ class _Stream:
         self.read = read
         self.write = write
         self.batch_size = segmenter.batch_size  # loads the backend up front
+        self.cpu_pool = segmenter.cpu_pool
         self.window = max(2 * self.batch_size, io_threads) + io_threads
         self.decoding: set[Future[_Decoded | ImageOutcome]] = set()
         self.finishing: set[Future[ImageOutcome]] = set()
@@ -372,10 +460,13 @@ class _Stream:
         try:
             with _timed(timings, "read"):
                 data = _call_read(self.read, key)
-            with _timed(timings, "decode"):
-                photo = self.segmenter.read_photo(data)
-            with _timed(timings, "preprocess"):
-                prepared = self.segmenter.prepare(photo)
+            if self.cpu_pool is not None:
+                photo, prepared = self.cpu_pool.prepare(data, timings)
+            else:
+                with _timed(timings, "decode"):
+                    photo = self.segmenter.read_photo(data)
+                with _timed(timings, "preprocess"):
+                    prepared = self.segmenter.prepare(photo)
         except ImageFailure as failure:
             log.info("image failed: %s", failure, extra={"image_id": key, "reason": failure.reason})
             return ImageOutcome.failed(key, failure, timings=timings)
@@ -392,10 +483,19 @@ class _Stream:
         if isinstance(probability, ImageFailure):
             return ImageOutcome.failed(item.key, probability, timings=timings, **size)
         try:
-            with _timed(timings, "cleanup"):
-                prediction = self.segmenter.finish(probability)
-            with _timed(timings, "write"):
-                artifacts = self.write(item.key, item.photo, prediction)
+            if self.cpu_pool is not None and isinstance(self.write, Writer):
+                gate, rendered = self.cpu_pool.finish(
+                    item.photo, probability, self.write.render, timings
+                )
+                with _timed(timings, "store"):
+                    artifacts = self.write.store(item.key, rendered)
+                timings["write"] += timings.pop("store")
+            else:
+                with _timed(timings, "cleanup"):
+                    prediction = self.segmenter.finish(probability)
+                with _timed(timings, "write"):
+                    artifacts = self.write(item.key, item.photo, prediction)
+                gate = prediction.gate
         except ImageFailure as failure:
             log.warning("image failed: %s", failure, extra={"image_id": item.key})
             return ImageOutcome.failed(item.key, failure, timings=timings, **size)
@@ -403,7 +503,6 @@ class _Stream:
             log.exception("image failed while writing", extra={"image_id": item.key})
             failure = ImageFailure("processing_error", f"{type(error).__name__}: {error}")
             return ImageOutcome.failed(item.key, failure, timings=timings, **size)
-        gate = prediction.gate
         return ImageOutcome(
             key=item.key,
             status="done",

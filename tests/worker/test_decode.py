@@ -13,7 +13,7 @@ from PIL import Image
 
 from jewelcut.errors import ImageFailure
 from tests.worker.conftest import encode
-from worker.decode import decode_image, decode_reduced
+from worker.decode import decode_image
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -155,13 +155,13 @@ def test_tiny_images_are_too_small(photo_bytes: Callable[..., bytes]) -> None:
 def test_reduced_decode_scales_large_jpegs_and_keeps_the_photos_size(
     photo_bytes: Callable[..., bytes],
 ) -> None:
-    reduced = decode_reduced(photo_bytes(1280, 960, "JPEG"), 480)
+    reduced = decode_image(photo_bytes(1280, 960, "JPEG"), reduce_to=480)
     assert (reduced.height, reduced.width) == (960, 1280)
     assert reduced.rgb.shape == (480, 640, 3)  # 1/2: the smallest DCT scale covering 480
     assert reduced.rgb[240, 320, 0] > 200  # the disc, where it was
-    full = decode_reduced(photo_bytes(1280, 960, "PNG"), 480)  # no DCT scaling outside JPEG
+    full = decode_image(photo_bytes(1280, 960, "PNG"), reduce_to=480)  # no DCT scaling outside JPEG
     assert full.rgb.shape == (960, 1280, 3)
-    small = decode_reduced(photo_bytes(900, 600, "JPEG"), 480)  # under twice the size asked
+    small = decode_image(photo_bytes(900, 600, "JPEG"), reduce_to=480)  # under twice the size asked
     assert small.rgb.shape == (600, 900, 3)
 
 
@@ -170,7 +170,7 @@ def test_reduced_decode_applies_exif_orientation() -> None:
     image.paste((0, 0, 200), (0, 0, 200, 800))  # blue stripe on the left edge
     exif = Image.Exif()
     exif[0x0112] = 6
-    reduced = decode_reduced(encode(image, "JPEG", exif=exif.tobytes(), quality=95), 400)
+    reduced = decode_image(encode(image, "JPEG", exif=exif.tobytes(), quality=95), reduce_to=400)
     assert (reduced.height, reduced.width) == (1600, 800)
     assert reduced.rgb.shape == (400, 200, 3)  # 1/4
     assert reduced.rgb[10, 100, 2] > 150  # the left stripe is now along the top
@@ -179,5 +179,5 @@ def test_reduced_decode_applies_exif_orientation() -> None:
 @pytest.mark.parametrize(("data", "reason"), BAD_BYTES, ids=BAD_BYTES_IDS)
 def test_reduced_decode_fails_as_the_full_decode(data: bytes, reason: str) -> None:
     with pytest.raises(ImageFailure) as failure:
-        decode_reduced(data, 480)
+        decode_image(data, reduce_to=480)
     assert failure.value.reason == reason
