@@ -3,6 +3,7 @@
     python benchmarks/bench_pipeline.py             # 500 photos: stage costs, 1 and 2 cores
     python benchmarks/bench_pipeline.py --quick     # 100 photos, for a quick look
     python benchmarks/bench_pipeline.py --label before   # keep the figures as the baseline
+    python benchmarks/bench_pipeline.py --memory    # peak memory, folder CLI and worker chunks
 
 The network's output is REPLAYED, not computed: each photo's probability map is computed once,
 up front, by the real shipped model (ONNX Runtime, the full-size decode path) and cached; the
@@ -53,6 +54,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(child_run(args)))
         return
+    if args.memory:
+        memory_runs(args)
+        return
     count = 100 if args.quick else args.images
     cache = args.cache_dir
     model_dir = shipped_model_dir()
@@ -85,6 +89,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--label", default="latest", help="results are kept under this name")
     parser.add_argument("--io-threads", type=int, default=8)
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="instead: peak memory of `jewelcut segment` and of the worker's chunk path "
+        "(embedded backfill) on ~100 photos of six sizes, real ONNX inference",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cores", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
@@ -360,6 +370,114 @@ def tree_cpu_seconds() -> float:
         if pid == me or ppid == me:
             total += (int(fields[11]) + int(fields[12])) / ticks
     return total
+
+
+# ----------------------------------------------------------------------------- memory ---
+
+MEMORY_SIZES = ((1204, 1600), (1600, 1204), (1280, 960), (960, 1280), (2000, 1500), (800, 600))
+MEMORY_TARGET_GIB = 2.0
+
+
+def memory_photos(cache: Path, count: int) -> Path:
+    """`count` JPEGs of six sizes (phone portrait and landscape, listing, large, small), made
+    from the cached listing photos."""
+    folder = cache / f"memory-photos-{count}"
+    if folder.exists() and len(list(folder.glob("*.jpg"))) == count:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, data in enumerate(cached_photos(cache, count)):
+        width, height = MEMORY_SIZES[index % len(MEMORY_SIZES)]
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if (height > width) != (rgb.shape[0] > rgb.shape[1]):
+            rgb = cv2.rotate(rgb, cv2.ROTATE_90_CLOCKWISE)
+        resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / f"m{index:04d}.jpg"), resized, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return folder
+
+
+def memory_runs(args: argparse.Namespace) -> None:
+    import shutil
+    import tempfile
+
+    count = 30 if args.quick else 100
+    photos = memory_photos(args.cache_dir, count)
+    model_dir = shipped_model_dir()
+    work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    base = {
+        **os.environ,
+        "JEWELCUT_MODEL_CACHE_DIR": str(args.cache_dir / "model"),
+        "JEWELCUT_DEVICE": "cpu",
+        "JEWELCUT_DATA_DIR": str(work / "data"),
+        "JEWELCUT_SOURCE_ROOT": str(photos),
+    }
+    jewelcut = str(Path(sys.executable).with_name("jewelcut"))
+    print(f"{count} photos of sizes {', '.join(f'{w}x{h}' for w, h in MEMORY_SIZES)}")
+    print(f"load average {load_average()}")
+    out = str(work / "out")
+    peak = peak_memory(
+        [jewelcut, "segment", str(photos), "--out", out, "--model", str(model_dir)], base
+    )
+    print_memory("jewelcut segment", peak)
+    # The worker's chunk path (worker.chunk.run_chunk), in-process in embedded mode.
+    subprocess.run([jewelcut, "db", "upgrade"], env=base, check=True, capture_output=True)
+    subprocess.run(
+        [jewelcut, "catalogue", "import", "--listing", str(photos)],
+        env=base,
+        check=True,
+        capture_output=True,
+    )
+    peak = peak_memory([jewelcut, "backfill"], base)
+    print_memory("worker chunks (embedded backfill)", peak)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def print_memory(name: str, peak: dict[str, float]) -> None:
+    verdict = "under" if peak["pss_gib"] < MEMORY_TARGET_GIB else "OVER"
+    print(
+        f"{name}: peak {peak['pss_gib']:.2f} GiB proportional set size (process and its "
+        f"CPU-stage processes, shared pages counted once), {peak['rss_gib']:.2f} GiB summed "
+        f"RSS, main process {peak['main_rss_gib']:.2f} GiB; {verdict} the "
+        f"{MEMORY_TARGET_GIB:g} GiB target; {peak['seconds']:.0f} s"
+    )
+
+
+def peak_memory(command: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Run a command; sample the memory of it and its children every 0.2 s."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = {"pss_gib": 0.0, "rss_gib": 0.0, "main_rss_gib": 0.0}
+    while process.poll() is None:
+        sample = tree_memory(process.pid)
+        peak = {key: max(peak[key], sample[key]) for key in peak}
+        time.sleep(0.2)
+    _out, err = process.communicate()
+    if process.returncode != 0:
+        sys.exit(f"{' '.join(command[:2])} failed:\n{err.decode()[-3000:]}")
+    return {**peak, "seconds": time.perf_counter() - started}
+
+
+def tree_memory(root: int) -> dict[str, float]:
+    pids, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        frontier.extend(int(child) for child in children)
+        pids.update(int(child) for child in children)
+    pss = rss = main = 0
+    for pid in pids:
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+        except OSError:
+            continue
+        values = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:]}
+        pss += values.get("Pss", 0)
+        rss += values.get("Rss", 0)
+        if pid == root:
+            main = values.get("Rss", 0)
+    return {"pss_gib": pss / 2**20, "rss_gib": rss / 2**20, "main_rss_gib": main / 2**20}
 
 
 # ----------------------------------------------------------------------------- report ---

@@ -95,12 +95,14 @@ class TorchBackend:
             torch.backends.cudnn.benchmark = True
         # channels_last feeds the tensor cores; on this CPU it made the Unet several times slower.
         self.memory_format = torch.channels_last if cuda else torch.contiguous_format
-        self.network = for_inference(load_network(model_dir, card), card).to(
-            self.device, memory_format=self.memory_format
-        )
+        network = for_inference(load_network(model_dir, card), card, flips_in_one_batch=cuda)
+        self.network = network.to(self.device, memory_format=self.memory_format)
         self.name = f"torch-{self.device.type}"
         self.autocast_dtype = _autocast_dtype(self.device)
-        self.batch_size = batch_size or _default_torch_batch_size(self.device, card.input_size)
+        passes = {Flips.NONE: 1, Flips.HORIZONTAL: 2, Flips.BOTH: 4}[card.test_time_flips]
+        self.batch_size = batch_size or _default_torch_batch_size(
+            self.device, card.input_size, passes if cuda else 1
+        )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -128,13 +130,14 @@ def _autocast_dtype(device: Any) -> Any:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _default_torch_batch_size(device: Any, input_size: int) -> int:
+def _default_torch_batch_size(device: Any, input_size: int, passes: int = 1) -> int:
+    """`passes`: network passes per photo in one batch (the flips run as one batch on CUDA)."""
     import torch
 
     if device.type != "cuda":
         return CPU_BATCH_SIZE
     free_bytes, _total = torch.cuda.mem_get_info(device)
-    per_image = GPU_BYTES_PER_IMAGE_AT_320 * (input_size / 320) ** 2
+    per_image = passes * GPU_BYTES_PER_IMAGE_AT_320 * (input_size / 320) ** 2
     fits = int(0.5 * free_bytes / per_image)
     batch = 1
     while batch * 2 <= min(fits, MAX_GPU_BATCH_SIZE):
