@@ -242,11 +242,11 @@ class MemoryStorage:
 
 
 def replay_segmenter(model_dir: Path, replay_dir: Path, count: int, cpu_workers: int = 0) -> Any:
-    from worker.backends import CPU_BATCH_SIZE
+    from worker.backends import cpu_batch_size
     from worker.pipeline import Segmenter
 
     segmenter = Segmenter(model_dir, device="cpu", backend="onnx", cpu_workers=cpu_workers)
-    segmenter._backend = ReplayBackend(replay_dir, count, CPU_BATCH_SIZE)
+    segmenter._backend = ReplayBackend(replay_dir, count, cpu_batch_size(segmenter.card))
     return segmenter
 
 

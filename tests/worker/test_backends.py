@@ -110,9 +110,11 @@ def test_tampered_weights_are_refused_even_with_a_cached_graph(
 def test_auto_picks_onnx_on_cpu(
     onnx_segmenter: Segmenter, model_dir: Path, model_cache_dir: Path
 ) -> None:
-    backend = make_backend(ModelCard.read(model_dir), model_dir, "auto", "auto", model_cache_dir)
+    card = ModelCard.read(model_dir)
+    backend = make_backend(card, model_dir, "auto", "auto", model_cache_dir)
     assert backend.name == "onnx-cpu"
-    assert backend.batch_size == backends.CPU_BATCH_SIZE
+    # CPU_BATCH_SIZE network passes per call: the photos times their flips
+    assert backend.batch_size == max(1, backends.CPU_BATCH_SIZE // backends.network_passes(card))
     with pytest.raises(ValueError, match="CPU"):
         make_backend(ModelCard.read(model_dir), model_dir, "cuda", "onnx", model_cache_dir)
 
