@@ -250,7 +250,7 @@ def end_to_end(
         return photos[int(key) % len(photos)]
 
     segmenter.load()
-    list(process_stream(segmenter, keys[: 2 * segmenter.batch_size], read, write, 4))  # warm-up
+    list(process_stream(segmenter, keys[: segmenter.batch_size], read, write, 4))  # warm-up
     utilisation = GpuUtilisation(args.device)
     cpu_before, started = tree_cpu_seconds(), time.perf_counter()
     with utilisation:
