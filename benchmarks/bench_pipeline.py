@@ -242,11 +242,15 @@ class MemoryStorage:
 
 
 def replay_segmenter(model_dir: Path, replay_dir: Path, count: int, cpu_workers: int = 0) -> Any:
-    from worker.backends import cpu_batch_size
+    from worker import backends
     from worker.pipeline import Segmenter
 
+    if not hasattr(backends, "cpu_batch_size"):  # the code before issue 19
+        segmenter = Segmenter(model_dir, device="cpu", backend="onnx")
+        segmenter._backend = ReplayBackend(replay_dir, count, backends.CPU_BATCH_SIZE)
+        return segmenter
     segmenter = Segmenter(model_dir, device="cpu", backend="onnx", cpu_workers=cpu_workers)
-    segmenter._backend = ReplayBackend(replay_dir, count, cpu_batch_size(segmenter.card))
+    segmenter._backend = ReplayBackend(replay_dir, count, backends.cpu_batch_size(segmenter.card))
     return segmenter
 
 
@@ -255,8 +259,6 @@ def replay_segmenter(model_dir: Path, replay_dir: Path, count: int, cpu_workers:
 
 def stage_costs(model_dir: Path, replay_dir: Path, photos: list[bytes]) -> dict[str, float]:
     """Mean CPU ms per photo of each stage, one photo at a time, in this thread."""
-    from worker.cutout import encode_cutout_and_preview, encode_preview_jpeg
-
     segmenter = replay_segmenter(model_dir, replay_dir, len(photos))
     totals: dict[str, float] = {}
 
@@ -265,6 +267,10 @@ def stage_costs(model_dir: Path, replay_dir: Path, photos: list[bytes]) -> dict[
         result = function(*args)
         totals[stage] = totals.get(stage, 0.0) + time.thread_time() - started
         return result
+
+    if not hasattr(segmenter, "read_photo"):
+        return stage_costs_before(segmenter, photos, timed, totals)
+    from worker.cutout import encode_cutout_and_preview, encode_preview_jpeg
 
     for data in photos:
         photo = timed("decode", segmenter.read_photo, data)
@@ -277,6 +283,26 @@ def stage_costs(model_dir: Path, replay_dir: Path, photos: list[bytes]) -> dict[
             timed("cutout+preview", encode_cutout_and_preview, photo.rgb, alpha)
         else:
             timed("preview jpeg", encode_preview_jpeg, photo.reduced, None)
+    return {stage: 1000 * seconds / len(photos) for stage, seconds in totals.items()}
+
+
+def stage_costs_before(
+    segmenter: Any, photos: list[bytes], timed: Any, totals: dict[str, float]
+) -> dict[str, float]:
+    """The same on the code before issue 19 (full decode of every photo), to re-measure the
+    baseline: `git archive ffa5e82` with this script copied in."""
+    from worker.cutout import encode_cutout_png, encode_preview_jpeg
+
+    for data in photos:
+        rgb = timed("decode", segmenter.decode, data)
+        prepared = timed("preprocess", segmenter.preprocess, rgb)
+        (probability,) = segmenter.infer([prepared])  # replayed: not counted
+        prediction = timed("cleanup+gate", segmenter.finish, probability)
+        alpha = None
+        if prediction.accepted:
+            alpha = timed("alpha", prediction.alpha, *rgb.shape[:2])
+            timed("cutout png", encode_cutout_png, rgb, alpha)
+        timed("preview jpeg", encode_preview_jpeg, rgb, alpha)
     return {stage: 1000 * seconds / len(photos) for stage, seconds in totals.items()}
 
 
@@ -306,10 +332,8 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
     """process_stream with the replay backend, pinned to `cores` cores."""
     available = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, available[: args.cores])
-    from functools import partial
 
-    from worker.chunk import render_artifacts, store_artifacts
-    from worker.pipeline import Writer, process_stream
+    from worker.pipeline import process_stream
 
     model_dir = shipped_model_dir()
     photos = cached_photos(args.cache_dir, args.count)
@@ -321,8 +345,7 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
     def read(key: str) -> bytes:
         return photos[int(key)]
 
-    # The worker's own write: rendered in the CPU-stage processes, stored here.
-    write = Writer(render_artifacts, partial(store_artifacts, storage, "bench"))
+    write = worker_write(storage)
 
     # A short warm-up (pools, caches), then the measured run.
     list(process_stream(segmenter, keys[: 2 * args.cores], read, write, args.io_threads))
@@ -354,6 +377,21 @@ def child_run(args: argparse.Namespace) -> dict[str, Any]:
             for stage in ("decode", "preprocess", "cleanup", "write")
         },
     }
+
+
+def worker_write(storage: MemoryStorage) -> Any:
+    """The worker's own write: rendered in the CPU-stage processes, stored here (on the code
+    before issue 19: write_artifacts in the I/O threads)."""
+    from functools import partial
+
+    try:
+        from worker.chunk import render_artifacts, store_artifacts
+        from worker.pipeline import Writer
+    except ImportError:
+        from worker.chunk import write_artifacts
+
+        return partial(write_artifacts, storage, "bench")
+    return Writer(render_artifacts, partial(store_artifacts, storage, "bench"))
 
 
 def tree_cpu_seconds() -> float:
