@@ -58,7 +58,16 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backend: Literal["auto", "torch", "onnx"] = "auto"
     batch_size: int = Field(0, description="Images per model call; 0 picks by device.")
-    io_threads: int = Field(8, description="Threads that fetch, decode, encode and upload.")
+    io_threads: int = Field(
+        8,
+        description="Threads that fetch and upload; they decode and encode too when there are "
+        "no CPU-stage processes (cpu_workers 0).",
+    )
+    cpu_workers: int | None = Field(
+        None,
+        description="Processes that decode, clean up and encode; unset: the cores available, "
+        "0: none (threads of the one process).",
+    )
     max_pixels: int = Field(40_000_000, description="Larger photos are refused as too_large.")
     min_side: int = Field(32, description="Smaller photos are refused as too_small.")
 
@@ -111,6 +120,16 @@ class Settings(BaseSettings):
                 "supported: redis://, rediss://"
             )
         return url
+
+    @property
+    def resolved_cpu_workers(self) -> int:
+        if self.cpu_workers is not None:
+            return self.cpu_workers
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
 
     @property
     def embedded(self) -> bool:

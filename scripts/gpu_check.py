@@ -1,17 +1,22 @@
 """One prepared check for a GPU machine: is the GPU path right, and how fast is it?
 
-    python scripts/gpu_check.py                          # CUDA: batches 1..64, ~3 minutes
-    python scripts/gpu_check.py --device cpu --max-batch 2 --seconds 2   # proves it runs here
+    python scripts/gpu_check.py                          # CUDA: batches 1..64, under 5 minutes
+    python scripts/gpu_check.py --device cpu --max-batch 2 --seconds 2 --e2e-images 8
+                                                         # proves it runs here
 
-1. Correctness: the torch backend on --device (bf16/fp16 autocast, channels_last on CUDA)
-   against the CPU ONNX Runtime backend on the same checkpoint and photos: max and mean abs
-   difference of probabilities, and whether the gate's decisions agree.
+1. Correctness: the torch backend on --device (bf16/fp16 autocast, channels_last on CUDA, the
+   flips as one batch) against the CPU ONNX Runtime backend on the same checkpoint and photos:
+   max and mean abs difference of probabilities, and whether the gate's decisions agree.
 2. Speed: model-only images/s (and peak GPU memory) for batch sizes 1, 2, 4, ... --max-batch,
    and the batch size the backend picks by itself.
-3. End to end: process_stream over in-memory JPEGs with the picked batch size (images/s and
-   median milliseconds per stage), once per --switch-intervals value. On an H200 (2026-11-27)
-   it ran 25 images/s against 527 model-only: a test of whether the GIL is what starves the
-   inference thread.
+3. End to end: process_stream over --e2e-images in-memory listing JPEGs of --photo-size
+   (1280x960), written by the worker's own writer (cutout PNG + preview JPEG, kept in memory),
+   once with the CPU stages in threads of this process (as before issue 19) and once in
+   CPU-stage processes (worker.cpu_pool, --cpu-workers, default the cores available): images/s,
+   the ratio to model-only at the picked batch size, CPU ms per image (this process and its
+   CPU-stage processes), median ms per stage, and the GPU's busy share (time inside the
+   network call over wall time; and NVML's utilisation when pynvml is there). On an H200
+   (2026-11-27), before: 25 images/s against 527 model-only.
 Prints a table and writes the figures as JSON to --json (default $OUT/gpu_check.json when the
 OUT variable is set).
 """
@@ -47,13 +52,18 @@ def main() -> None:
     cache_dir = args.cache_dir or work / "cache"
     reference = Segmenter(model_dir, device="cpu", backend="onnx", cache_dir=cache_dir)
     under_test = Segmenter(model_dir, device=args.device, backend="torch")
-    photos = make_photos(args.photos, args.photo_size)
-    report["agreement"] = agreement(reference, under_test, photos, args.tolerance)
+    photos = make_photos(max(args.photos, args.distinct_photos), args.photo_size)
+    report["agreement"] = agreement(reference, under_test, photos[: args.photos], args.tolerance)
     report["throughput"] = throughput(under_test, args)
-    report["end_to_end"] = [
-        end_to_end(under_test, photos, args, interval)
-        for interval in (args.switch_intervals if args.e2e_images > 0 else [])
-    ]
+    model_only = {row["batch"]: row["images_per_s"] for row in report["throughput"]["rows"]}
+    report["end_to_end"] = []
+    for cpu_workers in (0, args.cpu_workers) if args.e2e_images > 0 else ():
+        segmenter = Segmenter(
+            model_dir, device=args.device, backend="torch", cpu_workers=cpu_workers
+        )
+        run = end_to_end(segmenter, photos, args, model_only.get(segmenter.batch_size))
+        report["end_to_end"].append(run)
+        segmenter.close()
     write_report(report, args.json)
     if not report["agreement"]["ok"]:
         sys.exit("FAILED: the GPU path disagrees with the CPU reference beyond the tolerance")
@@ -70,17 +80,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=4.0, help="per batch size")
     parser.add_argument("--photos", type=int, default=8, help="photos for the agreement check")
-    parser.add_argument("--e2e-images", type=int, default=512, help="0 skips the end-to-end run")
+    parser.add_argument("--e2e-images", type=int, default=1000, help="0 skips end to end")
+    parser.add_argument("--distinct-photos", type=int, default=32, help="cycled end to end")
     parser.add_argument(
-        "--switch-intervals",
-        type=lambda text: [float(value) for value in text.split(",")],
-        default=[0.005, 0.0002],
-        help="Python's GIL switch interval (s) for each end-to-end run: the inference thread "
-        "takes the GIL back after every kernel launch, and the I/O threads may hold it for up "
-        "to one interval each time (H200, 2026-11-27: 25 images/s end to end at the default "
-        "5 ms against 527 model-only)",
+        "--cpu-workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="CPU-stage processes for the second end-to-end run (default: the cores available)",
     )
-    parser.add_argument("--photo-size", default="800x600")
+    parser.add_argument("--photo-size", default="1280x960")
     parser.add_argument("--io-threads", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     parser.add_argument(
@@ -119,22 +127,25 @@ def describe_device(device: str) -> str:
 
 
 def make_photos(count: int, photo_size: str) -> list[bytes]:
-    import cv2
+    """Listing JPEGs (quality 90), generated on all cores."""
+    from concurrent.futures import ProcessPoolExecutor
 
     width, height = (int(v) for v in photo_size.split("x"))
-    rng = np.random.default_rng(99)
-    photos = []
-    for _ in range(count):
-        try:
-            from training.synth import listing_photo
+    with ProcessPoolExecutor(min(count, os.cpu_count() or 1)) as pool:
+        return list(pool.map(_listing_jpeg, range(count), [width] * count, [height] * count))
 
-            rgb, _ = listing_photo(rng, width, height)
-        except ImportError:
-            rgb = rng.integers(0, 255, (height, width, 3), np.uint8)
-        photos.append(
-            cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-        )
-    return photos
+
+def _listing_jpeg(seed: int, width: int, height: int) -> bytes:
+    import cv2
+
+    rng = np.random.default_rng(99 + seed)
+    try:
+        from training.synth import listing_photo
+
+        rgb, _ = listing_photo(rng, width, height)
+    except ImportError:
+        rgb = rng.integers(0, 255, (height, width, 3), np.uint8)
+    return cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
 
 def agreement(
@@ -225,52 +236,120 @@ def throughput(segmenter: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def end_to_end(
-    segmenter: Any, photos: list[bytes], args: argparse.Namespace, switch_interval: float
+    segmenter: Any, photos: list[bytes], args: argparse.Namespace, model_only: float | None
 ) -> dict[str, Any]:
-    from worker.cutout import encode_cutout_png, encode_preview_jpeg
-    from worker.pipeline import process_stream
+    from functools import partial
+
+    from worker.chunk import render_artifacts, store_artifacts
+    from worker.pipeline import Writer, process_stream
 
     keys = [str(index) for index in range(args.e2e_images)]
+    stored = MemoryStorage()
+    write = Writer(render_artifacts, partial(store_artifacts, stored, "gpu-check"))
 
     def read(key: str) -> bytes:
         return photos[int(key) % len(photos)]
 
-    def write(key: str, rgb: np.ndarray, prediction: Any) -> dict[str, str]:
-        alpha = prediction.alpha(rgb.shape[0], rgb.shape[1]) if prediction.accepted else None
-        sizes = {"preview": str(len(encode_preview_jpeg(rgb, alpha)))}
-        if alpha is not None:
-            sizes["cutout"] = str(len(encode_cutout_png(rgb, alpha)))
-        return sizes
-
-    default_interval = sys.getswitchinterval()
-    sys.setswitchinterval(switch_interval)
-    try:
-        started = time.perf_counter()
+    segmenter.load()
+    list(process_stream(segmenter, keys[: segmenter.batch_size], read, write, 4))  # warm-up
+    utilisation = GpuUtilisation(args.device)
+    cpu_before, started = tree_cpu_seconds(), time.perf_counter()
+    with utilisation:
         outcomes = list(process_stream(segmenter, keys, read, write, args.io_threads))
-        seconds = time.perf_counter() - started
-    finally:
-        sys.setswitchinterval(default_interval)
+    seconds = time.perf_counter() - started
+    cpu_ms = 1000 * (tree_cpu_seconds() - cpu_before) / len(outcomes)
     done = sum(outcome.status == "done" for outcome in outcomes)
     rate = len(outcomes) / seconds
-    # Per image, in its thread; "infer" is its share of its batch's call.
+    # "infer" is each image's share of its batch's network call: their sum is the busy time.
+    busy = sum(o.timings.get("infer", 0.0) for o in outcomes) / seconds
     stages = {
-        stage: float(np.median([o.timings[stage] for o in outcomes if stage in o.timings]))
+        stage: 1000 * float(np.median([o.timings[stage] for o in outcomes if stage in o.timings]))
         for stage in ("read", "decode", "preprocess", "infer", "cleanup", "write")
     }
+    where = f"{segmenter.cpu_workers} CPU-stage processes" if segmenter.cpu_workers else "threads"
+    ratio = rate / model_only if model_only else None
     print(
-        f"\nend to end (decode, Unet, cleanup, gate, PNG+JPEG encode), GIL switch interval "
-        f"{1000 * switch_interval:g} ms: {rate:.1f} images/s, "
-        f"{done}/{len(outcomes)} done; median ms per image: "
-        + ", ".join(f"{stage} {1000 * value:.1f}" for stage, value in stages.items())
+        f"\nend to end, CPU stages in {where}: {rate:.1f} images/s"
+        + (f" ({ratio:.2f}x model-only at batch {segmenter.batch_size})" if ratio else "")
+        + f", {done}/{len(outcomes)} done, accepted "
+        f"{sum(o.decision == 'accepted' for o in outcomes)}; {cpu_ms:.1f} CPU ms per image; "
+        f"network busy {100 * busy:.0f}% of the time"
+        + (f" (NVML {utilisation.mean:.0f}%)" if utilisation.mean is not None else "")
+        + "; median ms per image: "
+        + ", ".join(f"{stage} {value:.1f}" for stage, value in stages.items())
     )
     return {
         "images": len(outcomes),
         "done": done,
+        "cpu_workers": segmenter.cpu_workers,
         "images_per_s": rate,
+        "ratio_to_model_only": ratio,
+        "batch_size": segmenter.batch_size,
+        "cpu_ms_per_image": cpu_ms,
+        "network_busy_share": busy,
+        "nvml_utilisation_percent": utilisation.mean,
         "io_threads": args.io_threads,
-        "switch_interval_s": switch_interval,
-        "median_stage_seconds": stages,
+        "median_stage_ms": stages,
     }
+
+
+class MemoryStorage:
+    """Uploads counted, not kept."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        self.bytes += len(data)
+        return f"memory://{key}"
+
+
+class GpuUtilisation:
+    """NVML's GPU utilisation sampled every 0.1 s while the block runs (None without it)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.samples: list[float] = []
+        self.mean: float | None = None
+
+    def __enter__(self) -> GpuUtilisation:
+        import threading
+
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        if self.device == "cuda":
+            self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        import torch
+
+        while not self.stop.wait(0.1):
+            try:
+                self.samples.append(float(torch.cuda.utilization()))
+            except Exception:  # no pynvml: the busy share above is the figure
+                return
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+        self.mean = float(np.mean(self.samples)) if self.samples else None
+
+
+def tree_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its live children (the CPU stages)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat.parent.name) == me or int(fields[1]) == me:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def write_report(report: dict[str, Any], path: Path | None) -> None:

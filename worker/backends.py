@@ -27,7 +27,7 @@ from worker.model import for_inference, load_network
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 18
-CPU_BATCH_SIZE = 4
+CPU_BATCH_SIZE = 4  # network passes per call on CPU: images x (1, 2 or 4 with the flips)
 MAX_GPU_BATCH_SIZE = 64
 # Peak activation memory of one 320x320 image through the Unet in half precision, measured
 # roughly; scaled with the pixel count. Half of the free GPU memory is given to batches.
@@ -58,10 +58,22 @@ def make_backend(
         if device != "cpu":
             raise ValueError("the ONNX Runtime backend runs on CPU; use backend=torch on CUDA")
         cache = cache_dir or Path(tempfile.gettempdir()) / "jewelcut-model-cache"
-        return OnnxBackend(card, model_dir, cache, batch_size or CPU_BATCH_SIZE, threads)
+        return OnnxBackend(card, model_dir, cache, batch_size or cpu_batch_size(card), threads)
     if backend == "torch":
         return TorchBackend(card, model_dir, device, batch_size, threads)
     raise ValueError(f"unknown backend {backend!r} (auto, torch, onnx)")
+
+
+def network_passes(card: ModelCard) -> int:
+    """Passes of the network per photo: the photo and its test-time flips."""
+    return {Flips.NONE: 1, Flips.HORIZONTAL: 2, Flips.BOTH: 4}[card.test_time_flips]
+
+
+def cpu_batch_size(card: ModelCard) -> int:
+    """Photos per call on CPU. ONNX Runtime holds the activations of all of a call's passes:
+    measured on the four-way 480 graph, a batch of 4 peaked at 2.1 GB, of 1 at 1.0 GB, for
+    the same CPU time per photo. So CPU_BATCH_SIZE passes per call, whatever the flips."""
+    return max(1, CPU_BATCH_SIZE // network_passes(card))
 
 
 def resolve_device(device: str) -> str:
@@ -96,12 +108,15 @@ class TorchBackend:
             torch.backends.cudnn.benchmark = True
         # channels_last feeds the tensor cores; on this CPU it made the Unet several times slower.
         self.memory_format = torch.channels_last if cuda else torch.contiguous_format
-        self.network = for_inference(load_network(model_dir, card), card).to(
-            self.device, memory_format=self.memory_format
-        )
+        network = for_inference(load_network(model_dir, card), card, flips_in_one_batch=cuda)
+        self.network = network.to(self.device, memory_format=self.memory_format)
         self.name = f"torch-{self.device.type}"
         self.autocast_dtype = _autocast_dtype(self.device)
-        self.batch_size = batch_size or _default_torch_batch_size(self.device, card.input_size)
+        self.batch_size = batch_size or (
+            _default_torch_batch_size(self.device, card.input_size, network_passes(card))
+            if cuda
+            else cpu_batch_size(card)
+        )
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -129,13 +144,12 @@ def _autocast_dtype(device: Any) -> Any:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _default_torch_batch_size(device: Any, input_size: int) -> int:
+def _default_torch_batch_size(device: Any, input_size: int, passes: int = 1) -> int:
+    """`passes`: network passes per photo in one batch (the flips run as one batch on CUDA)."""
     import torch
 
-    if device.type != "cuda":
-        return CPU_BATCH_SIZE
     free_bytes, _total = torch.cuda.mem_get_info(device)
-    per_image = GPU_BYTES_PER_IMAGE_AT_320 * (input_size / 320) ** 2
+    per_image = passes * GPU_BYTES_PER_IMAGE_AT_320 * (input_size / 320) ** 2
     fits = int(0.5 * free_bytes / per_image)
     batch = 1
     while batch * 2 <= min(fits, MAX_GPU_BATCH_SIZE):
@@ -187,6 +201,14 @@ def _open_session(path: Path, threads: int | None) -> Any:
     # Idle ORT threads would spin for work, taking the cores that decode and encode need:
     # measured on 2 cores, model-only 4.2 -> 7.6 images/s and end to end 3.2 -> 4.8 without.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Memory, measured on the four-way 480 graph over 11 input shapes (batch 2): the arena
+    # and memory patterns (ORT's defaults) held 2.2 GB, as they keep a plan and its memory per
+    # input shape; without the arena 0.6 GB at rest but every call faults its pages in again
+    # (25% slower); without memory patterns 2-4x slower. So both stay on, set here on
+    # purpose, and what bounds the memory is elsewhere: few input shapes
+    # (preprocess.SHORT_SIDE_BUCKETS) and CPU_BATCH_SIZE passes per call (cpu_batch_size).
+    options.enable_cpu_mem_arena = True
+    options.enable_mem_pattern = True
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -58,9 +58,7 @@ from jewelcut.storage import (
 )
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from worker.pipeline import ImageOutcome, Prediction, Segmenter
+    from worker.pipeline import ImageOutcome, Photo, Prediction, Segmenter
 
 UPSERTED_COLUMNS = ("status", *RESULT_COLUMNS)
 log = get_logger(__name__)
@@ -294,16 +292,14 @@ def segment_images(
 ) -> Iterator[ImageOutcome]:
     """Stream the images through the pipeline; one outcome per image as it finishes, failures
     included."""
-    from worker.pipeline import process_stream
+    from worker.pipeline import Writer, process_stream
 
     storage = get_storage(settings)
 
     def read(image_id: str) -> bytes:
         return fetch_source(sources[image_id], settings)
 
-    def write(image_id: str, rgb: np.ndarray, prediction: Prediction) -> dict[str, str]:
-        return write_artifacts(storage, model_version, image_id, rgb, prediction)
-
+    write = Writer(render_artifacts, partial(store_artifacts, storage, model_version))
     if not sources:
         return
     for outcome in process_stream(segmenter, list(sources), read, write, settings.io_threads):
@@ -316,39 +312,59 @@ def segment_images(
         yield outcome
 
 
-def write_artifacts(
-    storage: Storage, model_version: str, image_id: str, rgb: np.ndarray, prediction: Prediction
-) -> dict[str, str]:
-    """Upload the cleaned mask and probability map (every decided image: what a reviewer and a
-    re-gate need), the cutout (accepted only) and the preview a person is shown; returns their
-    URIs."""
-    from worker.cutout import (
-        encode_cutout_png,
-        encode_mask_png,
-        encode_preview_jpeg,
-        encode_probability_png,
-    )
+def render_artifacts(photo: Photo, prediction: Prediction) -> dict[str, bytes]:
+    """Everything written for a decided image: its scores as images (render_scores) and what a
+    person is shown (render_cutout). Runs in a CPU-stage process when there is a pool."""
+    return render_scores(prediction) | render_cutout(photo, prediction)
 
-    height, width = rgb.shape[:2]
-    artifacts = {
-        "mask_uri": storage.put(
-            mask_key(model_version, image_id), encode_mask_png(prediction.mask), "image/png"
-        ),
-        "probability_uri": storage.put(
-            probability_key(model_version, image_id),
-            encode_probability_png(prediction.probability),
-            "image/png",
-        ),
+
+def render_scores(prediction: Prediction) -> dict[str, bytes]:
+    """The cleaned mask and probability map at network resolution: what a reviewer sees and
+    what `jewelcut regate` redraws a cutout from."""
+    from worker.cutout import encode_mask_png, encode_probability_png
+
+    return {
+        "mask": encode_mask_png(prediction.mask),
+        "probability": encode_probability_png(prediction.probability),
     }
-    alpha = prediction.alpha(height, width) if prediction.accepted else None
-    if alpha is not None:
-        artifacts["cutout_uri"] = storage.put(
-            cutout_key(model_version, image_id), encode_cutout_png(rgb, alpha), "image/png"
-        )
-    artifacts["preview_uri"] = storage.put(
-        preview_key(model_version, image_id), encode_preview_jpeg(rgb, alpha), "image/jpeg"
-    )
+
+
+def render_cutout(photo: Photo, prediction: Prediction) -> dict[str, bytes]:
+    """The cutout PNG (accepted only: the one photo decoded at full size) and the preview JPEG
+    a person is shown."""
+    from worker.cutout import encode_cutout_and_preview, encode_preview_jpeg
+
+    if not prediction.accepted:
+        return {"preview": encode_preview_jpeg(photo.reduced, None)}
+    alpha = prediction.alpha(photo.height, photo.width)
+    cutout, preview = encode_cutout_and_preview(photo.rgb, alpha)
+    return {"cutout": cutout, "preview": preview}
+
+
+def store_artifacts(
+    storage: Storage, model_version: str, image_id: str, rendered: dict[str, bytes]
+) -> dict[str, str]:
+    """Upload what render_artifacts made to its deterministic keys; returns their URIs."""
+    artifacts: dict[str, str] = {}
+    if "mask" in rendered:
+        key = mask_key(model_version, image_id)
+        artifacts["mask_uri"] = storage.put(key, rendered["mask"], "image/png")
+    if "probability" in rendered:
+        key = probability_key(model_version, image_id)
+        artifacts["probability_uri"] = storage.put(key, rendered["probability"], "image/png")
+    if "cutout" in rendered:
+        key = cutout_key(model_version, image_id)
+        artifacts["cutout_uri"] = storage.put(key, rendered["cutout"], "image/png")
+    key = preview_key(model_version, image_id)
+    artifacts["preview_uri"] = storage.put(key, rendered["preview"], "image/jpeg")
     return artifacts
+
+
+def write_artifacts(
+    storage: Storage, model_version: str, image_id: str, photo: Photo, prediction: Prediction
+) -> dict[str, str]:
+    """Render and upload the cutout (accepted only) and the preview; returns their URIs."""
+    return store_artifacts(storage, model_version, image_id, render_artifacts(photo, prediction))
 
 
 def record_outcomes(

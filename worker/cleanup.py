@@ -74,12 +74,17 @@ def _keep_real_components(
 def _fill_small_holes(mask: np.ndarray, max_hole_area: int) -> np.ndarray:
     if max_hole_area < 1:
         return mask
-    background = (~mask).astype(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=4)
+    # Holes: background that does not reach the border (4-connected). A flood fill from a
+    # one-pixel frame finds the background that does; only what is left gets labelled, which
+    # is a fraction of the cost of labelling all the background.
     height, width = mask.shape
-    x, y = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
-    w, h = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
-    touches_border = (x == 0) | (y == 0) | (x + w == width) | (y + h == height)
-    small_hole = (stats[:, cv2.CC_STAT_AREA] <= max_hole_area) & ~touches_border
-    small_hole[0] = False  # label 0 is the mask itself
+    outside = np.zeros((height + 2, width + 2), np.uint8)
+    outside[1:-1, 1:-1] = mask
+    cv2.floodFill(outside, None, (0, 0), 1, flags=4)
+    holes = (outside[1:-1, 1:-1] == 0).view(np.uint8)
+    if not holes.any():
+        return mask
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=4)
+    small_hole = stats[:, cv2.CC_STAT_AREA] <= max_hole_area
+    small_hole[0] = False  # label 0: not a hole
     return mask | small_hole[labels]

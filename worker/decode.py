@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -30,13 +32,70 @@ _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"avif")
 MAX_PIXELS_SETTING = "JEWELCUT_MAX_PIXELS"
 
 
-def decode_image(data: bytes, *, max_pixels: int = 40_000_000, min_side: int = 32) -> np.ndarray:
+# EXIF orientations that turn the photo a quarter: its width and height swap.
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
+
+
+@dataclass(frozen=True)
+class ReducedPhoto:
+    """A photo decoded at reduced scale: `rgb` is the photo or a smaller copy of it (JPEG DCT
+    scaling: 1/2, 1/4 or 1/8) whose sides are at least the asked size's; `height` and `width`
+    are the photo's own size. Both with EXIF orientation applied."""
+
+    rgb: np.ndarray
+    height: int
+    width: int
+
+
+@overload
+def decode_image(data: bytes, *, max_pixels: int = ..., min_side: int = ...) -> np.ndarray: ...
+
+
+@overload
+def decode_image(
+    data: bytes, *, max_pixels: int = ..., min_side: int = ..., reduce_to: int
+) -> ReducedPhoto: ...
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = 40_000_000,
+    min_side: int = 32,
+    reduce_to: int | None = None,
+) -> np.ndarray | ReducedPhoto:
     """Decode one photo; raises ImageFailure(decode_error | unsupported_format | too_large |
-    too_small)."""
+    too_small).
+
+    With `reduce_to`, a ReducedPhoto: decoded at the smallest JPEG scale whose longer side is at
+    least `reduce_to` (a fraction of a full decode's cost); other formats, and photos under
+    twice that size, come at full size."""
     if not data:
         raise ImageFailure("decode_error", "empty file (0 bytes)")
     image = _open(data, max_pixels)
     _check_header(image, max_pixels=max_pixels, min_side=min_side)
+    if reduce_to is None:
+        return _decode(image)
+    width, height = image.size
+    if _orientation(image) in _QUARTER_TURNS:
+        width, height = height, width
+    if reduce_to < max(width, height) and image.format in ("JPEG", "MPO"):
+        # draft() picks the smallest DCT scale that still covers the requested box.
+        stored_w, stored_h = image.size
+        longest = max(stored_w, stored_h)
+        box = (-(-stored_w * reduce_to // longest), -(-stored_h * reduce_to // longest))
+        image.draft(image.mode, box)
+    return ReducedPhoto(_decode(image), height, width)
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:  # an unreadable EXIF block is ignored, as exif_transpose does
+        return 1
+
+
+def _decode(image: Image.Image) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's EXIF/ICC chatter is not the caller's concern

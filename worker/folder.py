@@ -23,7 +23,7 @@ import numpy as np
 
 from jewelcut.errors import ImageFailure
 from worker.cutout import binary_mask, encode_cutout_png, encode_png
-from worker.pipeline import ImageOutcome, Prediction, Segmenter, process_stream
+from worker.pipeline import ImageOutcome, Photo, Prediction, Segmenter, Writer, process_stream
 
 RESULTS_FILE = "results.jsonl"
 MASKS_DIR = "masks"
@@ -115,35 +115,51 @@ def _names(found: Sequence[tuple[Path, Path]]) -> list[str]:
     return names
 
 
-class FolderWriter:
-    """The pipeline's `write`: mask, probability and (when due) cutout files for one photo."""
+@dataclass(frozen=True)
+class FolderRenderer:
+    """Encodes one photo's files: mask, probability and (when due) cutout. Picklable: runs in
+    a CPU-stage process when there is a pool."""
 
-    def __init__(
-        self, out_dir: Path, names: dict[str, str], write_all: bool = False, crop: bool = False
-    ) -> None:
+    write_all: bool = False
+    crop: bool = False
+
+    def __call__(self, photo: Photo, prediction: Prediction) -> dict[str, bytes]:
+        alpha = prediction.alpha(photo.height, photo.width)
+        rendered = {
+            MASKS_DIR: encode_png(binary_mask(alpha)),
+            PROBS_DIR: encode_png(_to_uint8(prediction.probability)),
+        }
+        if prediction.accepted or self.write_all:
+            rendered["cutout"] = encode_cutout_png(photo.rgb, alpha, crop=self.crop)
+        return rendered
+
+
+class FolderStore:
+    """Writes what FolderRenderer made: OUT/masks/<name>.png, OUT/probs/<name>.png and
+    OUT/<name>.png."""
+
+    def __init__(self, out_dir: Path, names: dict[str, str]) -> None:
         self.out_dir = out_dir
         self.names = names
-        self.write_all = write_all
-        self.crop = crop
         for sub in (MASKS_DIR, PROBS_DIR):
             (out_dir / sub).mkdir(parents=True, exist_ok=True)
 
-    def __call__(self, key: str, rgb: np.ndarray, prediction: Prediction) -> dict[str, str]:
+    def __call__(self, key: str, rendered: dict[str, bytes]) -> dict[str, str]:
         name = self.names[key]
-        alpha = prediction.alpha(rgb.shape[0], rgb.shape[1])
         artifacts = {
-            "mask": _write(
-                self.out_dir / MASKS_DIR / f"{name}.png", encode_png(binary_mask(alpha))
-            ),
-            "probability": _write(
-                self.out_dir / PROBS_DIR / f"{name}.png",
-                encode_png(_to_uint8(prediction.probability)),
-            ),
+            "mask": _write(self.out_dir / MASKS_DIR / f"{name}.png", rendered[MASKS_DIR]),
+            "probability": _write(self.out_dir / PROBS_DIR / f"{name}.png", rendered[PROBS_DIR]),
         }
-        if prediction.accepted or self.write_all:
-            cutout = encode_cutout_png(rgb, alpha, crop=self.crop)
-            artifacts["cutout"] = _write(self.out_dir / f"{name}.png", cutout)
+        if "cutout" in rendered:
+            artifacts["cutout"] = _write(self.out_dir / f"{name}.png", rendered["cutout"])
         return artifacts
+
+
+def folder_writer(
+    out_dir: Path, names: dict[str, str], write_all: bool = False, crop: bool = False
+) -> Writer:
+    """The pipeline's `write` for a folder run."""
+    return Writer(FolderRenderer(write_all, crop), FolderStore(out_dir, names))
 
 
 def _to_uint8(probability: np.ndarray) -> np.ndarray:
@@ -192,7 +208,7 @@ def segment_folder(
     """Segment every input into out_dir; the model must be loaded (segmenter.load())."""
     out_dir.mkdir(parents=True, exist_ok=True)
     by_key = {str(item.path): item for item in items}
-    writer = FolderWriter(
+    writer = folder_writer(
         out_dir, {key: item.name for key, item in by_key.items()}, write_all, crop
     )
     summary = SegmentSummary()

@@ -46,13 +46,14 @@ def load_network(directory: Path, card: ModelCard | None = None) -> Any:
     return network.eval().requires_grad_(False).to(torch.float32)
 
 
-def for_inference(network: Any, card: ModelCard) -> Any:
-    """The network as the card runs it: flip-averaged when the card says so, its logits divided
-    by the card's temperature."""
+def for_inference(network: Any, card: ModelCard, flips_in_one_batch: bool = False) -> Any:
+    """The network as the card runs it: flip-averaged when the card says so (the flips as one
+    batch with `flips_in_one_batch`, for a GPU), its logits divided by the card's temperature."""
     if card.test_time_flips != Flips.NONE:
         from worker.flip import FlipAveraged
 
-        network = FlipAveraged(network, vertical=card.test_time_flips == Flips.BOTH)
+        vertical = card.test_time_flips == Flips.BOTH
+        network = FlipAveraged(network, vertical=vertical, one_batch=flips_in_one_batch)
     if card.logit_temperature != 1.0:
         from worker.temperature import TemperatureScaled
 

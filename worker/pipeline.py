@@ -25,6 +25,7 @@ from jewelcut import metrics
 from jewelcut.errors import ImageFailure
 from jewelcut.modelcard import GateThresholds, ModelCard
 from worker.cleanup import clean_mask
+from worker.cutout import PREVIEW_MAX_SIDE
 from worker.decode import decode_image
 from worker.gate import GateResult, score_and_gate
 from worker.preprocess import PreparedImage, Preprocessor, crop_to_image
@@ -32,12 +33,65 @@ from worker.preprocess import PreparedImage, Preprocessor, crop_to_image
 if TYPE_CHECKING:
     from jewelcut.settings import Settings
     from worker.backends import InferenceBackend
+    from worker.cpu_pool import CpuPool
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ReadFn = Callable[[str], bytes]
-WriteFn = Callable[[str, np.ndarray, "Prediction"], dict[str, str]]
+WriteFn = Callable[[str, "Photo", "Prediction"], dict[str, str]]  # or a Writer
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    reduced_side: int  # a reduced decode's longer side is at least this
+    max_pixels: int
+    min_side: int
+
+
+@dataclass
+class Photo:
+    """A photo as the pipeline holds it. `reduced` is decoded at reduced scale (JPEG DCT
+    scaling), its longer side at least the network's input and PREVIEW_MAX_SIDE (or the photo
+    itself): the network and what a person is shown of a rejected photo need no more. `rgb`,
+    the full-size photo, is decoded on first use: only for the photos whose cutout is written.
+    `height` and `width` are the photo's own (EXIF orientation applied)."""
+
+    data: bytes
+    height: int
+    width: int
+    limits: DecodeLimits | None  # None: made from pixels, nothing to decode
+    _reduced: np.ndarray | None = field(default=None, repr=False)
+    _full: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, rgb: np.ndarray) -> Photo:
+        """A photo already decoded at full size."""
+        return cls(b"", rgb.shape[0], rgb.shape[1], None, rgb, rgb)
+
+    @property
+    def reduced(self) -> np.ndarray:
+        if self._reduced is None:
+            assert self.limits is not None
+            self._reduced = decode_image(
+                self.data,
+                reduce_to=self.limits.reduced_side,
+                max_pixels=self.limits.max_pixels,
+                min_side=self.limits.min_side,
+            ).rgb
+        return self._reduced
+
+    @property
+    def rgb(self) -> np.ndarray:
+        if self._full is None:
+            if self._reduced is not None and self._reduced.shape[:2] == (self.height, self.width):
+                self._full = self._reduced
+            else:
+                assert self.limits is not None
+                self._full = decode_image(
+                    self.data, max_pixels=self.limits.max_pixels, min_side=self.limits.min_side
+                )
+        return self._full
 
 
 @dataclass(frozen=True)
@@ -57,6 +111,60 @@ class Prediction:
         from worker.cutout import full_resolution_alpha
 
         return full_resolution_alpha(self.probability, self.mask, height, width)
+
+
+def photo_limits(input_size: int, max_pixels: int, min_side: int) -> DecodeLimits:
+    """How a model version at `input_size` reads photos: reduced to what the network and a
+    preview need, within the size limits."""
+    return DecodeLimits(max(input_size, PREVIEW_MAX_SIDE), max_pixels, min_side)
+
+
+def read_photo(data: bytes, limits: DecodeLimits) -> Photo:
+    """The photo decoded at reduced scale; at full size later, if asked (Photo.rgb)."""
+    reduced = decode_image(
+        data,
+        reduce_to=limits.reduced_side,
+        max_pixels=limits.max_pixels,
+        min_side=limits.min_side,
+    )
+    return Photo(data, reduced.height, reduced.width, limits, reduced.rgb)
+
+
+@dataclass(frozen=True)
+class CpuStages:
+    """The CPU work on one photo around the network, in plain picklable parts: it runs in this
+    process or in a CPU-stage process (worker.cpu_pool), the same code either way."""
+
+    preprocess: Preprocessor
+    limits: DecodeLimits
+
+    def read_photo(self, data: bytes) -> Photo:
+        return read_photo(data, self.limits)
+
+    def prepare(self, photo: Photo) -> PreparedImage:
+        """The network's input for a photo: the same size as from its full-size decode."""
+        return self.preprocess(photo.reduced, (photo.height, photo.width))
+
+    def finish(self, probability: np.ndarray, thresholds: GateThresholds) -> Prediction:
+        """Cleanup and gate one probability map."""
+        mask = clean_mask(probability)
+        return Prediction(probability, mask, score_and_gate(probability, mask, thresholds))
+
+
+Renderer = Callable[[Photo, Prediction], dict[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Writer:
+    """A `write` in two parts: `render(photo, prediction) -> {name: bytes}` is the CPU work
+    (encoding); it must be picklable, as it runs in a CPU-stage process when there is a pool.
+    `store(key, rendered) -> artifacts` is the I/O (uploads, files) in an I/O thread."""
+
+    render: Renderer
+    store: Callable[[str, dict[str, bytes]], dict[str, str]]
+
+    def __call__(self, key: str, photo: Photo, prediction: Prediction) -> dict[str, str]:
+        return self.store(key, self.render(photo, prediction))
 
 
 @dataclass
@@ -97,7 +205,10 @@ class Segmenter:
         max_pixels: int = 40_000_000,
         min_side: int = 32,
         threads: int | None = None,
+        cpu_workers: int = 0,
     ) -> None:
+        """`cpu_workers`: processes for the CPU stages (decode, preprocess, cleanup, gate,
+        rendering); 0 runs them in this process's I/O threads."""
         self.model_dir = Path(model_dir)
         self.card = ModelCard.read(self.model_dir)
         self.device = device
@@ -107,9 +218,13 @@ class Segmenter:
         self.max_pixels = max_pixels
         self.min_side = min_side
         self.threads = threads
+        self.cpu_workers = cpu_workers
         self.preprocess = Preprocessor(self.card.input_size, self.card.mean, self.card.std)
+        limits = photo_limits(self.card.input_size, max_pixels, min_side)
+        self.stages = CpuStages(self.preprocess, limits)
         self._backend: InferenceBackend | None = None
         self._gate: GateThresholds | None = None
+        self._cpu_pool: CpuPool | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, model_dir: Path | None = None) -> Segmenter:
@@ -124,6 +239,7 @@ class Segmenter:
             cache_dir=settings.resolved_model_cache_dir,
             max_pixels=settings.max_pixels,
             min_side=settings.min_side,
+            cpu_workers=settings.resolved_cpu_workers,
         )
 
     @property
@@ -148,8 +264,20 @@ class Segmenter:
     def batch_size(self) -> int:
         return self.load().batch_size
 
+    @property
+    def cpu_pool(self) -> CpuPool | None:
+        """The CPU-stage processes (started by load()), or None without cpu_workers."""
+        self.load()
+        return self._cpu_pool
+
     def load(self) -> InferenceBackend:
-        """Build the backend (verifies the weights' sha256; may export ONNX). Idempotent."""
+        """Start the CPU-stage processes, then build the backend (verifies the weights' sha256;
+        may export ONNX). Idempotent."""
+        if self.cpu_workers and self._cpu_pool is None:
+            from worker.cpu_pool import CpuPool
+
+            # Forked before the backend's threads exist, and before any stream's.
+            self._cpu_pool = CpuPool(self.stages, self.cpu_workers)
         if self._backend is None:
             from worker.backends import make_backend
 
@@ -165,7 +293,14 @@ class Segmenter:
         return self._backend
 
     def decode(self, data: bytes) -> np.ndarray:
+        """The photo at full size."""
         return decode_image(data, max_pixels=self.max_pixels, min_side=self.min_side)
+
+    def read_photo(self, data: bytes) -> Photo:
+        return self.stages.read_photo(data)
+
+    def prepare(self, photo: Photo) -> PreparedImage:
+        return self.stages.prepare(photo)
 
     def infer(self, prepared: list[PreparedImage]) -> list[np.ndarray]:
         """Probabilities at network resolution for images of the same padded shape."""
@@ -174,9 +309,13 @@ class Segmenter:
         return [crop_to_image(p, item) for p, item in zip(probabilities, prepared, strict=True)]
 
     def finish(self, probability: np.ndarray) -> Prediction:
-        """Cleanup and gate one probability map."""
-        mask = clean_mask(probability)
-        return Prediction(probability, mask, score_and_gate(probability, mask, self.thresholds))
+        return self.stages.finish(probability, self.thresholds)
+
+    def close(self) -> None:
+        """Stop the CPU-stage processes (a later load() starts them again)."""
+        if self._cpu_pool is not None:
+            self._cpu_pool.close()
+            self._cpu_pool = None
 
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         """Segment RGB uint8 photos synchronously (any sizes; batched by padded shape)."""
@@ -200,7 +339,7 @@ def _group_by_shape(prepared: list[PreparedImage]) -> dict[tuple[int, int], list
 @dataclass
 class _Decoded:
     key: str
-    rgb: np.ndarray
+    photo: Photo
     prepared: PreparedImage
     timings: dict[str, float]
 
@@ -214,7 +353,7 @@ def process_stream(
 ) -> Iterator[ImageOutcome]:
     """Segment every key's photo; yields one ImageOutcome per key, in completion order.
 
-    `read(key) -> bytes` and `write(key, rgb, prediction) -> artifacts` run in I/O threads and
+    `read(key) -> bytes` and `write(key, photo, prediction) -> artifacts` run in I/O threads and
     may raise ImageFailure (any other exception fails that image as fetch_error/processing_error).
     """
     stream = _Stream(segmenter, read, write, io_threads)
@@ -232,6 +371,7 @@ class _Stream:
         self.read = read
         self.write = write
         self.batch_size = segmenter.batch_size  # loads the backend up front
+        self.cpu_pool = segmenter.cpu_pool
         self.window = max(2 * self.batch_size, io_threads) + io_threads
         self.decoding: set[Future[_Decoded | ImageOutcome]] = set()
         self.finishing: set[Future[ImageOutcome]] = set()
@@ -334,10 +474,13 @@ class _Stream:
         try:
             with _timed(timings, "read"):
                 data = _call_read(self.read, key)
-            with _timed(timings, "decode"):
-                rgb = self.segmenter.decode(data)
-            with _timed(timings, "preprocess"):
-                prepared = self.segmenter.preprocess(rgb)
+            if self.cpu_pool is not None:
+                photo, prepared = self.cpu_pool.prepare(data, timings)
+            else:
+                with _timed(timings, "decode"):
+                    photo = self.segmenter.read_photo(data)
+                with _timed(timings, "preprocess"):
+                    prepared = self.segmenter.prepare(photo)
         except ImageFailure as failure:
             log.info("image failed: %s", failure, extra={"image_id": key, "reason": failure.reason})
             return ImageOutcome.failed(key, failure, timings=timings)
@@ -345,19 +488,28 @@ class _Stream:
             log.exception("image failed", extra={"image_id": key})
             failure = ImageFailure("processing_error", f"{type(error).__name__}: {error}")
             return ImageOutcome.failed(key, failure, timings=timings)
-        return _Decoded(key, rgb, prepared, timings)
+        return _Decoded(key, photo, prepared, timings)
 
     def _finish(self, item: _Decoded, probability: np.ndarray | ImageFailure) -> ImageOutcome:
-        height, width = item.rgb.shape[:2]
+        height, width = item.photo.height, item.photo.width
         timings = item.timings
         size = {"width": width, "height": height}
         if isinstance(probability, ImageFailure):
             return ImageOutcome.failed(item.key, probability, timings=timings, **size)
         try:
-            with _timed(timings, "cleanup"):
-                prediction = self.segmenter.finish(probability)
-            with _timed(timings, "write"):
-                artifacts = self.write(item.key, item.rgb, prediction)
+            if self.cpu_pool is not None and isinstance(self.write, Writer):
+                gate, rendered = self.cpu_pool.finish(
+                    item.photo, probability, self.segmenter.thresholds, self.write.render, timings
+                )
+                with _timed(timings, "store"):
+                    artifacts = self.write.store(item.key, rendered)
+                timings["write"] += timings.pop("store")
+            else:
+                with _timed(timings, "cleanup"):
+                    prediction = self.segmenter.finish(probability)
+                with _timed(timings, "write"):
+                    artifacts = self.write(item.key, item.photo, prediction)
+                gate = prediction.gate
         except ImageFailure as failure:
             log.warning("image failed: %s", failure, extra={"image_id": item.key})
             return ImageOutcome.failed(item.key, failure, timings=timings, **size)
@@ -365,7 +517,6 @@ class _Stream:
             log.exception("image failed while writing", extra={"image_id": item.key})
             failure = ImageFailure("processing_error", f"{type(error).__name__}: {error}")
             return ImageOutcome.failed(item.key, failure, timings=timings, **size)
-        gate = prediction.gate
         return ImageOutcome(
             key=item.key,
             status="done",

@@ -3,7 +3,7 @@ current gate, from what was stored, with no inference.
 
 The row keeps the scores (confidence, mask area) and the storage keeps the cleaned mask and the
 probability map at network resolution, so the decision, the cutout and the preview come out
-byte for byte as a fresh run at the new gate would make them (`worker.chunk.write_artifacts`):
+byte for byte as a fresh run at the new gate would make them (`worker.chunk.render_cutout`):
 the same `worker.gate.decide`, the same alpha from the same quantised probabilities, the same
 encoders. Only images whose decision changes are redrawn; the rest get the new threshold
 recorded. Images decided before masks were stored cannot be redrawn: they are counted and left
@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from jewelcut.db import Image, Segmentation, session_scope
+from jewelcut.db import Image, ModelVersion, Segmentation, session_scope
 from jewelcut.logs import get_logger
 from jewelcut.modelcard import GateThresholds
 from jewelcut.retry import with_database_retries
@@ -29,13 +29,12 @@ from jewelcut.settings import Settings
 from jewelcut.sources import fetch_source
 from jewelcut.storage import (
     Storage,
-    cutout_key,
     get_storage,
     mask_key,
-    preview_key,
     probability_key,
 )
-from worker.gate import decide
+from worker.gate import GateResult, decide
+from worker.pipeline import DecodeLimits, Prediction, photo_limits, read_photo
 
 log = get_logger(__name__)
 PAGE_SIZE = 500
@@ -60,9 +59,16 @@ class _Row:
     decision: str | None
     reason: str | None
     confidence: float
+    fg_score: float
+    bg_score: float
     mask_area: float
     mask_uri: str | None
     probability_uri: str | None
+
+    def gate(self, decision: str, reason: str | None) -> GateResult:
+        return GateResult(
+            decision, reason, self.confidence, self.fg_score, self.bg_score, self.mask_area
+        )
 
 
 def regate(
@@ -120,6 +126,8 @@ def _pages(settings: Settings, model_version: str) -> Iterator[list[_Row]]:
                 Segmentation.decision,
                 Segmentation.reason,
                 Segmentation.confidence,
+                Segmentation.fg_score,
+                Segmentation.bg_score,
                 Segmentation.mask_area,
                 Segmentation.mask_uri,
                 Segmentation.probability_uri,
@@ -148,9 +156,14 @@ def _pages(settings: Settings, model_version: str) -> Iterator[list[_Row]]:
 def _redrawer(
     settings: Settings, storage: Storage, model_version: str, threshold: float
 ) -> Callable[[_Row, str, str | None], dict[str, Any]]:
+    limits = photo_limits(
+        _input_size(settings, model_version), settings.max_pixels, settings.min_side
+    )
+
     def redraw(row: _Row, decision: str, reason: str | None) -> dict[str, Any]:
         try:
-            uris = redraw_artifacts(settings, storage, model_version, row, decision == "accepted")
+            gate = row.gate(decision, reason)
+            uris = redraw_artifacts(settings, storage, model_version, row, gate, limits)
         except Exception as error:  # one unreadable photo must not stop the re-gate
             log.warning(
                 "re-gate failed for an image", extra={"image_id": row.image_id, "error": str(error)}
@@ -167,35 +180,33 @@ def _redrawer(
     return redraw
 
 
+def _input_size(settings: Settings, model_version: str) -> int:
+    with session_scope(settings.resolved_database_url) as session:
+        row = session.get(ModelVersion, model_version)
+        if row is None:
+            raise LookupError(f"model version {model_version!r} is not registered")
+        return row.input_size
+
+
 def redraw_artifacts(
-    settings: Settings, storage: Storage, model_version: str, row: _Row, accepted: bool
+    settings: Settings,
+    storage: Storage,
+    model_version: str,
+    row: _Row,
+    gate: GateResult,
+    limits: DecodeLimits,
 ) -> dict[str, str | None]:
     """The cutout and preview a fresh run would write for this decision (worker.chunk's
-    write_artifacts), from the stored photo, mask and probabilities."""
-    from worker.cutout import (
-        decode_grey_png,
-        encode_cutout_png,
-        encode_preview_jpeg,
-        full_resolution_alpha,
-    )
-    from worker.decode import decode_image
+    render_cutout), from the source photo and the stored mask and probabilities."""
+    from worker.chunk import render_cutout, store_artifacts
+    from worker.cutout import decode_grey_png
 
-    data = fetch_source(row.source_uri, settings)
-    rgb = decode_image(data, max_pixels=settings.max_pixels, min_side=settings.min_side)
-    height, width = rgb.shape[:2]
-    cutout_uri = None
-    alpha = None
-    if accepted:
-        probability = decode_grey_png(storage.get(probability_key(model_version, row.image_id)))
-        mask = decode_grey_png(storage.get(mask_key(model_version, row.image_id))) > 127
-        alpha = full_resolution_alpha(probability, mask, height, width)
-        cutout_uri = storage.put(
-            cutout_key(model_version, row.image_id), encode_cutout_png(rgb, alpha), "image/png"
-        )
-    preview_uri = storage.put(
-        preview_key(model_version, row.image_id), encode_preview_jpeg(rgb, alpha), "image/jpeg"
-    )
-    return {"cutout_uri": cutout_uri, "preview_uri": preview_uri}
+    photo = read_photo(fetch_source(row.source_uri, settings), limits)
+    probability = decode_grey_png(storage.get(probability_key(model_version, row.image_id)))
+    mask = decode_grey_png(storage.get(mask_key(model_version, row.image_id))) > 127
+    rendered = render_cutout(photo, Prediction(probability, mask, gate))
+    artifacts = store_artifacts(storage, model_version, row.image_id, rendered)
+    return {"cutout_uri": artifacts.get("cutout_uri"), "preview_uri": artifacts["preview_uri"]}
 
 
 def _record(

@@ -111,9 +111,11 @@ def test_tampered_weights_are_refused_even_with_a_cached_graph(
 def test_auto_picks_onnx_on_cpu(
     onnx_segmenter: Segmenter, model_dir: Path, model_cache_dir: Path
 ) -> None:
-    backend = make_backend(ModelCard.read(model_dir), model_dir, "auto", "auto", model_cache_dir)
+    card = ModelCard.read(model_dir)
+    backend = make_backend(card, model_dir, "auto", "auto", model_cache_dir)
     assert backend.name == "onnx-cpu"
-    assert backend.batch_size == backends.CPU_BATCH_SIZE
+    # CPU_BATCH_SIZE network passes per call: the photos times their flips
+    assert backend.batch_size == max(1, backends.CPU_BATCH_SIZE // backends.network_passes(card))
     with pytest.raises(ValueError, match="CPU"):
         make_backend(ModelCard.read(model_dir), model_dir, "cuda", "onnx", model_cache_dir)
 
@@ -204,3 +206,18 @@ def test_a_tempered_version_divides_its_logits_in_both_backends(
         assert np.abs(probabilities - expected).max() <= MAX_PROBABILITY_DIFFERENCE, name
         assert ((probabilities >= 0.5) == (logits[:, 0].numpy() >= 0)).all(), "same mask"
     assert_plain_runs_otherwise(plain, tempered, batch, expected, model_cache_dir)
+
+
+@pytest.mark.parametrize("vertical", [False, True], ids=["mirror", "four-way"])
+def test_flips_in_one_batch_give_the_same_logits(vertical: bool, model_dir: Path) -> None:
+    """The GPU runs the photo and its flips as one batch; the result is the passes' own."""
+    import torch
+
+    from worker.flip import FlipAveraged
+
+    network = load_network(model_dir)
+    batch = torch.from_numpy(np.random.default_rng(2).normal(size=(2, 3, 64, 96)))
+    with torch.inference_mode():
+        one_after_another = FlipAveraged(network, vertical=vertical)(batch.float())
+        as_one_batch = FlipAveraged(network, vertical=vertical, one_batch=True)(batch.float())
+    assert torch.allclose(as_one_batch, one_after_another, atol=1e-4)

@@ -28,7 +28,7 @@ from worker.chunk import (
 )
 from worker.cutout import decode_grey_png
 from worker.gate import score_and_gate
-from worker.pipeline import ImageOutcome, Prediction
+from worker.pipeline import ImageOutcome, Photo, Prediction
 
 
 def _catalogue(settings: Settings, sources: dict[str, str], statuses: dict[str, str]) -> str:
@@ -232,7 +232,7 @@ def test_accepted_images_get_a_full_size_cutout_and_a_preview(
     bucket = distributed_settings.s3_bucket
 
     prediction = _prediction(accepted=True)
-    accepted = write_artifacts(storage, "v1", "img-a", photo, prediction)
+    accepted = write_artifacts(storage, "v1", "img-a", Photo.of(photo), prediction)
     assert accepted == {
         "cutout_uri": f"s3://{bucket}/{cutout_key('v1', 'img-a')}",
         "preview_uri": f"s3://{bucket}/{preview_key('v1', 'img-a')}",
@@ -251,7 +251,7 @@ def test_accepted_images_get_a_full_size_cutout_and_a_preview(
         assert (preview.format, preview.size) == ("JPEG", (320, 240))
         assert np.asarray(preview)[5, 5].min() > 240  # the cutout on white
 
-    rejected = write_artifacts(storage, "v1", "img-r", photo, _prediction(accepted=False))
+    rejected = write_artifacts(storage, "v1", "img-r", Photo.of(photo), _prediction(accepted=False))
     # no cutout, the person sees the photo; the mask is kept for the reviewer all the same
     assert set(rejected) == {"preview_uri", "mask_uri", "probability_uri"}
     assert not storage.exists(cutout_key("v1", "img-r"))

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
+import pytest
+from PIL import Image
 
 from worker.cleanup import clean_mask
 from worker.cutout import (
     binary_mask,
+    bounded,
+    encode_cutout_and_preview,
     encode_cutout_png,
     encode_preview_jpeg,
     full_resolution_alpha,
@@ -80,13 +86,52 @@ def test_encoded_outputs_round_trip() -> None:
     assert cutout.shape == (600, 800, 4)
     assert np.array_equal(cutout[:, :, 3], alpha)  # lossless
     shown = cv2.imdecode(np.frombuffer(encode_preview_jpeg(rgb, alpha), np.uint8), cv2.IMREAD_COLOR)
-    assert shown.shape == (600, 800, 3)
+    assert shown.shape == (480, 640, 3)  # what a person is shown is bounded: PREVIEW_MAX_SIDE
     assert shown[10, 10].min() > 245  # white where the background was
-    assert shown[300, 400, 2] > 180  # the red disc (BGR)
+    assert shown[240, 320, 2] > 180  # the red disc (BGR)
     original = cv2.imdecode(
         np.frombuffer(encode_preview_jpeg(rgb, None), np.uint8), cv2.IMREAD_COLOR
     )
+    assert original.shape == (480, 640, 3)
     assert original[10, 10, 1] > 170  # a rejected photo is shown as it was: green
+
+
+def decoded_png(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        assert (image.format, image.mode) == ("PNG", "RGBA")
+        return np.asarray(image)
+
+
+@pytest.mark.parametrize("where", ["middle", "touching-the-edges", "empty"])
+def test_full_size_cutout_png_is_encoded_from_the_object_box_alone(where: str) -> None:
+    """The box PNG holds exactly make_cutout's pixels, at full size, read back by Pillow and
+    OpenCV alike."""
+    rgb, probability = red_disc_on_green()
+    if where == "touching-the-edges":
+        probability = np.roll(probability, (110, 150), axis=(0, 1))
+    if where == "empty":
+        probability = np.zeros_like(probability)
+    alpha = full_resolution_alpha(probability, clean_mask(probability), 600, 800)
+    png = encode_cutout_png(rgb, alpha)
+    expected = make_cutout(rgb, alpha)
+    assert np.array_equal(decoded_png(png), expected)
+    by_opencv = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(cv2.cvtColor(by_opencv, cv2.COLOR_BGRA2RGBA), expected)
+    # Transparent pixels are zeroed, but for the ring next to the object that takes its colour.
+    near_object = cv2.dilate((alpha > 0).astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+    assert not expected[~near_object].any()
+
+
+def test_cutout_and_preview_come_from_one_cutout() -> None:
+    rgb, probability = red_disc_on_green()
+    alpha = full_resolution_alpha(probability, clean_mask(probability), 600, 800)
+    png, preview = encode_cutout_and_preview(rgb, alpha)
+    assert np.array_equal(decoded_png(png), make_cutout(rgb, alpha))
+    alone = cv2.imdecode(np.frombuffer(encode_preview_jpeg(rgb, alpha), np.uint8), cv2.IMREAD_COLOR)
+    shown = cv2.imdecode(np.frombuffer(preview, np.uint8), cv2.IMREAD_COLOR)
+    assert shown.shape == (480, 640, 3)
+    assert np.abs(shown.astype(int) - alone).max() <= 8  # the same picture, JPEG noise apart
+    assert bounded(rgb).shape == (480, 640, 3) and bounded(rgb[:100, :100]).shape == (100, 100, 3)
 
 
 def test_binary_mask_is_0_or_255_and_follows_alpha() -> None:

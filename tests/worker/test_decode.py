@@ -104,20 +104,20 @@ def test_sixteen_bit_colour_decodes() -> None:
     assert tuple(rgb[0, 0]) == (255, 0, 0)
 
 
-@pytest.mark.parametrize(
-    ("data", "reason"),
-    [
-        (b"", "decode_error"),
-        (b"just some text, renamed .jpg\n", "decode_error"),
-        (b"<!DOCTYPE html><html><body>503 Service Unavailable</body></html>", "decode_error"),
-        (b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4, "decode_error"),  # JPEG magic, junk body
-        (b"%PDF-1.7\n1 0 obj\n<< >>\nendobj\n", "unsupported_format"),
-        (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "unsupported_format"),
-        (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "unsupported_format"),
-        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "unsupported_format"),
-    ],
-    ids=["zero-bytes", "text", "html", "jpeg-junk", "pdf", "svg", "svg-xml", "heic"],
-)
+BAD_BYTES = [
+    (b"", "decode_error"),
+    (b"just some text, renamed .jpg\n", "decode_error"),
+    (b"<!DOCTYPE html><html><body>503 Service Unavailable</body></html>", "decode_error"),
+    (b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4, "decode_error"),  # JPEG magic, junk body
+    (b"%PDF-1.7\n1 0 obj\n<< >>\nendobj\n", "unsupported_format"),
+    (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', "unsupported_format"),
+    (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "unsupported_format"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "unsupported_format"),
+]
+BAD_BYTES_IDS = ["zero-bytes", "text", "html", "jpeg-junk", "pdf", "svg", "svg-xml", "heic"]
+
+
+@pytest.mark.parametrize(("data", "reason"), BAD_BYTES, ids=BAD_BYTES_IDS)
 def test_bad_bytes_fail_with_their_reason(data: bytes, reason: str) -> None:
     assert failure_reason(data) == reason
 
@@ -159,3 +159,34 @@ def test_tiny_images_are_too_small(photo_bytes: Callable[..., bytes]) -> None:
     assert failure_reason(encode(Image.new("RGB", (1, 1)), "PNG")) == "too_small"
     assert failure_reason(photo_bytes(200, 31, "PNG"), min_side=32) == "too_small"
     assert decode_image(photo_bytes(200, 32, "PNG"), min_side=32).shape == (32, 200, 3)
+
+
+def test_reduced_decode_scales_large_jpegs_and_keeps_the_photos_size(
+    photo_bytes: Callable[..., bytes],
+) -> None:
+    reduced = decode_image(photo_bytes(1280, 960, "JPEG"), reduce_to=480)
+    assert (reduced.height, reduced.width) == (960, 1280)
+    assert reduced.rgb.shape == (480, 640, 3)  # 1/2: the smallest DCT scale covering 480
+    assert reduced.rgb[240, 320, 0] > 200  # the disc, where it was
+    full = decode_image(photo_bytes(1280, 960, "PNG"), reduce_to=480)  # no DCT scaling outside JPEG
+    assert full.rgb.shape == (960, 1280, 3)
+    small = decode_image(photo_bytes(900, 600, "JPEG"), reduce_to=480)  # under twice the size asked
+    assert small.rgb.shape == (600, 900, 3)
+
+
+def test_reduced_decode_applies_exif_orientation() -> None:
+    image = Image.new("RGB", (1600, 800), (200, 0, 0))
+    image.paste((0, 0, 200), (0, 0, 200, 800))  # blue stripe on the left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    reduced = decode_image(encode(image, "JPEG", exif=exif.tobytes(), quality=95), reduce_to=400)
+    assert (reduced.height, reduced.width) == (1600, 800)
+    assert reduced.rgb.shape == (400, 200, 3)  # 1/4
+    assert reduced.rgb[10, 100, 2] > 150  # the left stripe is now along the top
+
+
+@pytest.mark.parametrize(("data", "reason"), BAD_BYTES, ids=BAD_BYTES_IDS)
+def test_reduced_decode_fails_as_the_full_decode(data: bytes, reason: str) -> None:
+    with pytest.raises(ImageFailure) as failure:
+        decode_image(data, reduce_to=480)
+    assert failure.value.reason == reason

@@ -1,4 +1,4 @@
-"""Resize keeping the aspect, pad to a multiple of 32, normalise, and crop back."""
+"""Resize keeping the aspect, pad to a bucket (a multiple of 32), normalise, and crop back."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jewelcut.modelcard import IMAGENET_MEAN, IMAGENET_STD
-from worker.preprocess import Preprocessor, crop_to_image, network_size
+from worker.preprocess import SHORT_SIDE_BUCKETS, Preprocessor, crop_to_image, network_size
 
 
 @pytest.mark.parametrize(
@@ -16,10 +16,10 @@ from worker.preprocess import Preprocessor, crop_to_image, network_size
         ((800, 600), (320, 240), (320, 256)),
         ((1000, 1000), (320, 320), (320, 320)),
         ((100, 50), (320, 160), (320, 160)),  # small photos are scaled up
-        ((40, 4000), (3, 320), (32, 320)),
+        ((40, 4000), (3, 320), (160, 320)),  # padded to the smallest bucket: few shapes
     ],
 )
-def test_long_side_becomes_input_size_and_pads_to_32(
+def test_long_side_becomes_input_size_and_pads_to_a_bucket(
     photo: tuple[int, int], expected: tuple[int, int], padded: tuple[int, int]
 ) -> None:
     assert network_size(*photo, 320) == expected
@@ -49,3 +49,13 @@ def test_padding_is_zero_and_cropped_back() -> None:
 def test_input_size_must_be_a_multiple_of_32() -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
         Preprocessor(300, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_few_input_shapes_per_input_size() -> None:
+    shapes = {
+        Preprocessor(480, IMAGENET_MEAN, IMAGENET_STD)(np.zeros((h, w, 3), np.uint8)).padded_shape
+        for h in range(40, 1000, 7)
+        for w in (480, 640)
+    }
+    assert len(shapes) <= 2 * len(SHORT_SIDE_BUCKETS)
+    assert all(height % 32 == 0 and width % 32 == 0 for height, width in shapes)
