@@ -4,15 +4,17 @@ processed; outcomes, timings and artifacts are complete; memory is bounded by a 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from jewelcut.errors import ImageFailure
+from jewelcut.modelcard import GateThresholds
 from tests.worker.conftest import encode
 from tests.worker.test_decode import png_header_only
-from worker.pipeline import ImageOutcome, Photo, Prediction, Segmenter, process_stream
+from worker.pipeline import ImageOutcome, Photo, Prediction, Segmenter, Writer, process_stream
 
 GOOD_KEYS = ("good-1", "good-2", "good-3")
 
@@ -243,3 +245,45 @@ def test_cutout_from_the_reduced_decode_matches_the_full_decode_path(
         assert difference.max() <= MAX_ALPHA_DIFFERENCE
         assert np.quantile(difference, 0.999) <= P999_ALPHA_DIFFERENCE
         assert difference.mean() <= MEAN_ALPHA_DIFFERENCE
+
+
+def render_nothing(photo: Photo, prediction: Prediction) -> dict[str, bytes]:
+    return {}  # module level: a CPU-stage process unpickles it
+
+
+def test_cpu_stage_processes_decide_with_the_gate_of_the_moment(
+    onnx_segmenter: Segmenter,
+    model_dir: Path,
+    model_cache_dir: Path,
+    photo_bytes: Callable[..., bytes],
+) -> None:
+    """A gate applied after the CPU-stage processes started (`jewelcut calibrate --apply`, read
+    by the worker at each chunk) is the one they decide with, as in-process."""
+    photos = {f"photo-{i}": photo_bytes(96 + 16 * i, 64 + 8 * i) for i in range(4)}
+    pooled = Segmenter(
+        model_dir,
+        device="cpu",
+        backend="onnx",
+        cache_dir=model_cache_dir,
+        batch_size=4,
+        threads=1,
+        cpu_workers=1,
+    )
+    writer = Writer(render_nothing, lambda _key, _rendered: {})
+
+    def decisions(segmenter: Segmenter) -> dict[str, tuple[str | None, str | None]]:
+        stream = process_stream(segmenter, list(photos), photos.__getitem__, writer, io_threads=2)
+        return {outcome.key: (outcome.decision, outcome.reason) for outcome in stream}
+
+    try:
+        pooled.load()
+        assert pooled.cpu_pool is not None
+        by_gate = {}
+        for min_confidence in (0.0, 1.01):  # everything found passes / nothing passes
+            gate = GateThresholds(0.0, 1.0, min_confidence)
+            by_gate[min_confidence] = decisions(pooled.with_gate(gate))
+            assert by_gate[min_confidence] == decisions(onnx_segmenter.with_gate(gate))
+    finally:
+        pooled.close()
+    assert all(decision == "rejected" for decision, _ in by_gate[1.01].values())
+    assert by_gate[0.0] != by_gate[1.01]  # the gate decided, not the card's
