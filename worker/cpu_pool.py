@@ -21,6 +21,7 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -39,6 +40,7 @@ from worker.preprocess import PreparedImage
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 PR_SET_PDEATHSIG = 1
+DEATH_WAIT_S = 10.0
 
 _stages: CpuStages | None = None  # set in each CPU-stage process
 
@@ -99,6 +101,14 @@ class CpuPool:
         return result[1:]
 
     def _died(self) -> NoReturn:
+        # A dead child's sentinel closes before the kernel hands out its exit status: join the
+        # dead ones (the others are being stopped by the pool) so the crash's signal is known.
+        dead = multiprocessing.connection.wait(
+            [process.sentinel for process in self.processes], timeout=DEATH_WAIT_S
+        )
+        for process in self.processes:
+            if process.sentinel in dead:
+                process.join(DEATH_WAIT_S)
         codes = [process.exitcode for process in self.processes]
         crashes = [-code for code in codes if code is not None and code < 0]
         # The pool stops the others with SIGTERM: the first other signal is the crash.
