@@ -24,6 +24,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import time
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, NoReturn, TypeVar
@@ -34,8 +35,8 @@ import numpy as np
 from jewelcut.errors import ImageFailure
 from jewelcut.modelcard import GateThresholds
 from worker.gate import GateResult
-from worker.pipeline import CpuStages, Photo, Renderer, _timed
 from worker.preprocess import PreparedImage
+from worker.stages import CpuStages, Photo, Renderer, timed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,18 +102,7 @@ class CpuPool:
         return result[1:]
 
     def _died(self) -> NoReturn:
-        # A dead child's sentinel closes before the kernel hands out its exit status: join the
-        # dead ones (the others are being stopped by the pool) so the crash's signal is known.
-        dead = multiprocessing.connection.wait(
-            [process.sentinel for process in self.processes], timeout=DEATH_WAIT_S
-        )
-        for process in self.processes:
-            if process.sentinel in dead:
-                process.join(DEATH_WAIT_S)
-        codes = [process.exitcode for process in self.processes]
-        crashes = [-code for code in codes if code is not None and code < 0]
-        # The pool stops the others with SIGTERM: the first other signal is the crash.
-        crash = next((s for s in crashes if s != signal.SIGTERM), signal.SIGKILL)
+        crash, codes = self._crash_signal()
         log.critical(
             "a CPU-stage process died; going down the same way (signal %d)",
             crash,
@@ -121,6 +111,22 @@ class CpuPool:
         logging.shutdown()
         os.kill(os.getpid(), crash)
         raise SystemExit(128 + crash)  # not reached: the signal's default action ends us
+
+    def _crash_signal(self) -> tuple[int, list[int | None]]:
+        """The signal that killed a CPU-stage process, and every process's exit code. The pool
+        stops the others with SIGTERM, so the first other signal is the crash. A dead child's
+        exit code can lag its sentinel (the pool's own thread may be reaping it), so this
+        waits for it, within DEATH_WAIT_S; SIGKILL if it never shows."""
+        deadline = time.monotonic() + DEATH_WAIT_S
+        while True:
+            codes = [process.exitcode for process in self.processes]
+            crashes = [
+                -code for code in codes if code is not None and code < 0 and -code != signal.SIGTERM
+            ]
+            if crashes or None not in codes or time.monotonic() > deadline:
+                return (crashes[0] if crashes else signal.SIGKILL), codes
+            alive = [process.sentinel for process in self.processes if process.exitcode is None]
+            multiprocessing.connection.wait(alive, timeout=0.05)
 
 
 def _start(stages: CpuStages) -> None:
@@ -135,9 +141,9 @@ def _prepare(data: bytes) -> tuple[Any, ...]:
     assert _stages is not None
     timings: dict[str, float] = {}
     try:
-        with _timed(timings, "decode"):
+        with timed(timings, "decode"):
             photo = _stages.read_photo(data)
-        with _timed(timings, "preprocess"):
+        with timed(timings, "preprocess"):
             prepared = _stages.prepare(photo)
     except ImageFailure as failure:
         return "failed", failure.reason, failure.message
@@ -156,9 +162,9 @@ def _finish(
     timings: dict[str, float] = {}
     photo = Photo(data, height, width, _stages.limits)
     try:
-        with _timed(timings, "cleanup"):
+        with timed(timings, "cleanup"):
             prediction = _stages.finish(probability, thresholds)
-        with _timed(timings, "write"):
+        with timed(timings, "write"):
             rendered = render(photo, prediction)
     except ImageFailure as failure:
         return "failed", failure.reason, failure.message

@@ -24,11 +24,16 @@ import numpy as np
 from jewelcut import metrics
 from jewelcut.errors import ImageFailure
 from jewelcut.modelcard import GateThresholds, ModelCard
-from worker.cleanup import clean_mask
-from worker.cutout import PREVIEW_MAX_SIDE
 from worker.decode import decode_image
-from worker.gate import GateResult, score_and_gate
 from worker.preprocess import PreparedImage, Preprocessor, crop_to_image
+from worker.stages import (
+    CpuStages,
+    Photo,
+    Prediction,
+    Renderer,
+    photo_limits,
+    timed,
+)
 
 if TYPE_CHECKING:
     from jewelcut.settings import Settings
@@ -40,118 +45,6 @@ T = TypeVar("T")
 
 ReadFn = Callable[[str], bytes]
 WriteFn = Callable[[str, "Photo", "Prediction"], dict[str, str]]  # or a Writer
-
-
-@dataclass(frozen=True)
-class DecodeLimits:
-    reduced_side: int  # a reduced decode's longer side is at least this
-    max_pixels: int
-    min_side: int
-
-
-@dataclass
-class Photo:
-    """A photo as the pipeline holds it. `reduced` is decoded at reduced scale (JPEG DCT
-    scaling), its longer side at least the network's input and PREVIEW_MAX_SIDE (or the photo
-    itself): the network and what a person is shown of a rejected photo need no more. `rgb`,
-    the full-size photo, is decoded on first use: only for the photos whose cutout is written.
-    `height` and `width` are the photo's own (EXIF orientation applied)."""
-
-    data: bytes
-    height: int
-    width: int
-    limits: DecodeLimits | None  # None: made from pixels, nothing to decode
-    _reduced: np.ndarray | None = field(default=None, repr=False)
-    _full: np.ndarray | None = field(default=None, repr=False)
-
-    @classmethod
-    def of(cls, rgb: np.ndarray) -> Photo:
-        """A photo already decoded at full size."""
-        return cls(b"", rgb.shape[0], rgb.shape[1], None, rgb, rgb)
-
-    @property
-    def reduced(self) -> np.ndarray:
-        if self._reduced is None:
-            assert self.limits is not None
-            self._reduced = decode_image(
-                self.data,
-                reduce_to=self.limits.reduced_side,
-                max_pixels=self.limits.max_pixels,
-                min_side=self.limits.min_side,
-            ).rgb
-        return self._reduced
-
-    @property
-    def rgb(self) -> np.ndarray:
-        if self._full is None:
-            if self._reduced is not None and self._reduced.shape[:2] == (self.height, self.width):
-                self._full = self._reduced
-            else:
-                assert self.limits is not None
-                self._full = decode_image(
-                    self.data, max_pixels=self.limits.max_pixels, min_side=self.limits.min_side
-                )
-        return self._full
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What the model said about one photo, at network resolution (padding cropped)."""
-
-    probability: np.ndarray  # float32 (h, w), sigmoid of the logits
-    mask: np.ndarray  # bool (h, w), cleaned
-    gate: GateResult
-
-    @property
-    def accepted(self) -> bool:
-        return self.gate.decision == "accepted"
-
-    def alpha(self, height: int, width: int) -> np.ndarray:
-        """The cutout's alpha (uint8) at the photo's full size, with soft edges."""
-        from worker.cutout import full_resolution_alpha
-
-        return full_resolution_alpha(self.probability, self.mask, height, width)
-
-
-def photo_limits(input_size: int, max_pixels: int, min_side: int) -> DecodeLimits:
-    """How a model version at `input_size` reads photos: reduced to what the network and a
-    preview need, within the size limits."""
-    return DecodeLimits(max(input_size, PREVIEW_MAX_SIDE), max_pixels, min_side)
-
-
-def read_photo(data: bytes, limits: DecodeLimits) -> Photo:
-    """The photo decoded at reduced scale; at full size later, if asked (Photo.rgb)."""
-    reduced = decode_image(
-        data,
-        reduce_to=limits.reduced_side,
-        max_pixels=limits.max_pixels,
-        min_side=limits.min_side,
-    )
-    return Photo(data, reduced.height, reduced.width, limits, reduced.rgb)
-
-
-@dataclass(frozen=True)
-class CpuStages:
-    """The CPU work on one photo around the network, in plain picklable parts: it runs in this
-    process or in a CPU-stage process (worker.cpu_pool), the same code either way."""
-
-    preprocess: Preprocessor
-    limits: DecodeLimits
-
-    def read_photo(self, data: bytes) -> Photo:
-        return read_photo(data, self.limits)
-
-    def prepare(self, photo: Photo) -> PreparedImage:
-        """The network's input for a photo: the same size as from its full-size decode."""
-        return self.preprocess(photo.reduced, (photo.height, photo.width))
-
-    def finish(self, probability: np.ndarray, thresholds: GateThresholds) -> Prediction:
-        """Cleanup and gate one probability map."""
-        mask = clean_mask(probability)
-        return Prediction(probability, mask, score_and_gate(probability, mask, thresholds))
-
-
-Renderer = Callable[[Photo, Prediction], dict[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -472,14 +365,14 @@ class _Stream:
     def _read_and_decode(self, key: str) -> _Decoded | ImageOutcome:
         timings: dict[str, float] = {}
         try:
-            with _timed(timings, "read"):
+            with timed(timings, "read"):
                 data = _call_read(self.read, key)
             if self.cpu_pool is not None:
                 photo, prepared = self.cpu_pool.prepare(data, timings)
             else:
-                with _timed(timings, "decode"):
+                with timed(timings, "decode"):
                     photo = self.segmenter.read_photo(data)
-                with _timed(timings, "preprocess"):
+                with timed(timings, "preprocess"):
                     prepared = self.segmenter.prepare(photo)
         except ImageFailure as failure:
             log.info("image failed: %s", failure, extra={"image_id": key, "reason": failure.reason})
@@ -501,13 +394,13 @@ class _Stream:
                 gate, rendered = self.cpu_pool.finish(
                     item.photo, probability, self.segmenter.thresholds, self.write.render, timings
                 )
-                with _timed(timings, "store"):
+                with timed(timings, "store"):
                     artifacts = self.write.store(item.key, rendered)
                 timings["write"] += timings.pop("store")
             else:
-                with _timed(timings, "cleanup"):
+                with timed(timings, "cleanup"):
                     prediction = self.segmenter.finish(probability)
-                with _timed(timings, "write"):
+                with timed(timings, "write"):
                     artifacts = self.write(item.key, item.photo, prediction)
                 gate = prediction.gate
         except ImageFailure as failure:
@@ -545,17 +438,3 @@ def _call_read(read: ReadFn, key: str) -> bytes:
         raise
     except Exception as error:
         raise ImageFailure("fetch_error", f"{type(error).__name__}: {error}") from error
-
-
-class _timed:
-    """Adds the seconds spent in a block to timings[stage]."""
-
-    def __init__(self, timings: dict[str, float], stage: str) -> None:
-        self.timings = timings
-        self.stage = stage
-
-    def __enter__(self) -> None:
-        self.started = time.perf_counter()
-
-    def __exit__(self, *_: object) -> None:
-        self.timings[self.stage] = time.perf_counter() - self.started

@@ -34,7 +34,7 @@ from jewelcut.storage import (
     probability_key,
 )
 from worker.gate import GateResult, decide
-from worker.pipeline import DecodeLimits, Prediction, photo_limits, read_photo
+from worker.stages import DecodeLimits, Prediction, photo_limits, read_photo
 
 log = get_logger(__name__)
 PAGE_SIZE = 500

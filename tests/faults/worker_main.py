@@ -25,15 +25,18 @@ def crash_on_poison(marker: bytes) -> None:
     import resource
 
     import worker.pipeline
+    import worker.stages
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash, but no core file left behind
-    decode = worker.pipeline.decode_image
+    decode = worker.stages.decode_image
 
     def decode_or_crash(data: bytes, **limits: Any) -> Any:
         if marker in data:
             os.kill(os.getpid(), signal.SIGSEGV)
         return decode(data, **limits)
 
+    # Where the pipeline decodes: the reduced read (worker.stages) and the full-size decode.
+    worker.stages.decode_image = decode_or_crash
     worker.pipeline.decode_image = decode_or_crash
 
 
