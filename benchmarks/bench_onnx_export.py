@@ -18,12 +18,9 @@ cores slows both exports alike, so the ratio is the figure to compare.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,29 +31,11 @@ SHAPES = ((2, 3, 320, 320), (1, 3, 224, 288), (4, 3, 480, 480))
 
 def export_whole_module(model_dir: Path, card: object, path: Path) -> None:
     """The previous export: the module as the card runs it, flips included, traced whole."""
-    import torch
-
-    from worker.backends import ONNX_OPSET
+    from worker.backends import trace_to_onnx
     from worker.model import for_inference, load_network
 
     network = for_inference(load_network(model_dir, card), card)
-    example = torch.zeros(1, 3, card.input_size, card.input_size)  # type: ignore[attr-defined]
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    height = torch.export.Dim("height_32", min=1, max=256)
-    width = torch.export.Dim("width_32", min=1, max=256)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            network,
-            (example,),
-            str(path),
-            input_names=["image"],
-            output_names=["logits"],
-            opset_version=ONNX_OPSET,
-            dynamo=True,
-            external_data=False,
-            dynamic_shapes={"x": {0: batch, 2: 32 * height, 3: 32 * width}},
-        )
+    trace_to_onnx(network, card.input_size, path)  # type: ignore[attr-defined]
 
 
 def timed(action: object) -> float:

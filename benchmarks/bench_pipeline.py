@@ -104,7 +104,11 @@ def parse_args() -> argparse.Namespace:
 
 def shipped_model_dir() -> Path:
     from jewelcut.settings import DEFAULT_MODELS_DIR
-    from worker.model import default_model_dir
+
+    try:
+        from jewelcut.modelcard import default_model_dir
+    except ImportError:  # the code before issue 18 moved the card to the core
+        from worker.model import default_model_dir  # type: ignore[no-redef]
 
     return default_model_dir(DEFAULT_MODELS_DIR)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jewelcut.modelcard import default_model_dir
 from producer.demo import DEMO_SEED, write_catalogue_photos
 from worker.cutout import (
     encode_cutout_png,
@@ -26,7 +27,6 @@ from worker.cutout import (
     encode_probability_png,
 )
 from worker.decode import decode_image
-from worker.model import default_model_dir
 from worker.pipeline import Segmenter
 
 HELD_TO = 0.25

@@ -9,7 +9,6 @@ H and W are multiples of 32, N is at most `batch_size` for best speed (larger wo
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import os
@@ -21,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from jewelcut.modelcard import Flips, ModelCard, verify_weights
+from jewelcut.modelcard import Flips, ModelCard, sha256_file, verify_weights
 from worker.model import for_inference, load_network
 
 log = logging.getLogger(__name__)
@@ -223,8 +222,6 @@ def onnx_cache_path(card: ModelCard, model_dir: Path, cache_dir: Path) -> Path:
 
 
 def _weights_sha256(model_dir: Path, card: ModelCard) -> str:
-    from jewelcut.modelcard import sha256_file
-
     return sha256_file(verify_weights(model_dir, card))
 
 
@@ -245,15 +242,7 @@ def _cached_graph_is_intact(path: Path) -> bool:
     checksum = path.with_suffix(".sha256")
     if not checksum.exists():
         return False
-    return checksum.read_text().strip() == _file_sha256(path)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return checksum.read_text().strip() == sha256_file(path)
 
 
 @contextlib.contextmanager
@@ -270,6 +259,28 @@ def _quiet_exporter() -> Iterator[None]:
         onnx_ir_log.setLevel(level)
 
 
+def trace_to_onnx(module: Any, input_size: int, path: Path) -> None:
+    """`module` as an ONNX graph at `path`: dynamic batch, height and width (multiples of 32)."""
+    import torch
+
+    example = torch.zeros(1, 3, input_size, input_size)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    height = torch.export.Dim("height_32", min=1, max=256)
+    width = torch.export.Dim("width_32", min=1, max=256)
+    with _quiet_exporter():
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["logits"],
+            opset_version=ONNX_OPSET,
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes={"x": {0: batch, 2: 32 * height, 3: 32 * width}},
+        )
+
+
 def export_onnx(model_dir: Path, card: ModelCard, path: Path) -> None:
     """Export with dynamic batch, height and width (multiples of 32); written atomically.
 
@@ -277,37 +288,20 @@ def export_onnx(model_dir: Path, card: ModelCard, path: Path) -> None:
     to its graph (worker.onnx_graph): exporting the flip-averaged module traced the network once
     per flipped copy, 4x the time for a four-way average."""
     import onnx
-    import torch
 
     from worker.onnx_graph import with_flips_and_temperature
 
-    network = load_network(model_dir, card)
-    example = torch.zeros(1, 3, card.input_size, card.input_size)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    height = torch.export.Dim("height_32", min=1, max=256)
-    width = torch.export.Dim("width_32", min=1, max=256)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".onnx")
     os.close(fd)
     try:
         log.info("exporting %s to ONNX at %s", card.name, path)
-        with _quiet_exporter():
-            torch.onnx.export(
-                network,
-                (example,),
-                temporary,
-                input_names=["image"],
-                output_names=["logits"],
-                opset_version=ONNX_OPSET,
-                dynamo=True,
-                external_data=False,
-                dynamic_shapes={"x": {0: batch, 2: 32 * height, 3: 32 * width}},
-            )
+        trace_to_onnx(load_network(model_dir, card), card.input_size, Path(temporary))
         graph = with_flips_and_temperature(
             onnx.load(temporary), _flip_dims(card), card.logit_temperature
         )
         onnx.save(graph, temporary)
-        Path(temporary).with_suffix(".sha256").write_text(_file_sha256(Path(temporary)) + "\n")
+        Path(temporary).with_suffix(".sha256").write_text(sha256_file(Path(temporary)) + "\n")
         # The checksum goes in first: a graph is only ever visible with its checksum beside it.
         os.replace(Path(temporary).with_suffix(".sha256"), path.with_suffix(".sha256"))
         os.replace(temporary, path)
