@@ -411,3 +411,20 @@ def synth_listing_photo(
 def listing_photo() -> Callable[..., bytes]:
     """(seed, kind=None) -> JPEG bytes of a synthetic jewellery listing photo."""
     return synth_listing_photo
+
+
+@pytest.fixture
+def make_proxy() -> Iterator[Callable[[str, int], Any]]:
+    """(host, port) -> a TcpProxy in front of it (tests/faults/harness.py), closed after the test:
+    a service's outage as its clients see it."""
+    from tests.faults.harness import TcpProxy
+
+    proxies: list[TcpProxy] = []
+
+    def make(host: str, port: int) -> TcpProxy:
+        proxies.append(TcpProxy(host, port))
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import RedisServer, Rig, TcpProxy
+from harness import RedisServer, Rig
 
 from jewelcut.settings import Settings, get_settings, reset_settings_cache
 from tests.conftest import draw_listing_photo
@@ -45,19 +45,6 @@ def make_rig(
     for rig in rigs:
         rig.close()
     configure_app(distributed_settings)
-
-
-@pytest.fixture
-def make_proxy() -> Iterator[Callable[[str, int], TcpProxy]]:
-    proxies: list[TcpProxy] = []
-
-    def make(host: str, port: int) -> TcpProxy:
-        proxies.append(TcpProxy(host, port))
-        return proxies[-1]
-
-    yield make
-    for proxy in proxies:
-        proxy.close()
 
 
 @pytest.fixture

@@ -223,19 +223,6 @@ def test_nothing_is_lost_when_postgres_restarts_mid_review(
     assert closed == 2
 
 
-@pytest.fixture
-def make_proxy() -> object:
-    proxies: list[TcpProxy] = []
-
-    def make(host: str, port: int) -> TcpProxy:
-        proxies.append(TcpProxy(host, port))
-        return proxies[-1]
-
-    yield make
-    for proxy in proxies:
-        proxy.close()
-
-
 def test_filters_hand_out_only_matching_images(postgres_settings: Settings) -> None:
     decided_rows(
         postgres_settings,
