@@ -4,7 +4,8 @@ In threads these stages hold the GIL for about 15% of their CPU time (py-spy --g
 listing photos: 23% for decode + preprocess, 12% for encoding): threads then top out at a few
 cores, and on a GPU host the inference thread queues for the GIL behind them. In processes they
 scale with cores and leave the main process to inference and I/O. Per call only the photo's
-bytes, the network input, the probability map and the encoded artifacts cross over.
+bytes and the encoded artifacts go through a pipe; the network input and the probability map,
+the large arrays, are written in place in memory shared with the processes (SharedSlots).
 
 The processes are forked at Segmenter.load(), before the backend's threads and any stream's
 exist: quick to start, and they run the very modules the parent set up. One that dies (a
@@ -20,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import mmap
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import signal
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -34,6 +37,7 @@ import numpy as np
 
 from jewelcut.errors import ImageFailure
 from jewelcut.modelcard import GateThresholds
+from worker.cutout import PREVIEW_MAX_SIDE, bounded
 from worker.gate import GateResult
 from worker.preprocess import PreparedImage
 from worker.stages import CpuStages, Photo, Renderer, timed
@@ -43,7 +47,59 @@ T = TypeVar("T")
 PR_SET_PDEATHSIG = 1
 DEATH_WAIT_S = 10.0
 
+# Photos in flight through the pool with their arrays in shared memory: above any stream's
+# window (2 x batch + 2 x I/O threads); past it, arrays go through the pipe (slower, no less right).
+SLOTS = 64
+
 _stages: CpuStages | None = None  # set in each CPU-stage process
+_slots: SharedSlots | None = None
+
+
+class SharedSlots:
+    """Memory shared with the CPU-stage processes, one slot per photo in flight, holding its
+    large arrays: the network input (written there by preprocessing), the probability map
+    (written by the main process for cleanup) and the reduced photo bounded to what a person is
+    shown (kept from decoding for the preview of a rejected photo, which is not decoded again).
+    Pickled through a pipe, those 4 MB a photo at input 480 cost over 10 ms of CPU at the two
+    ends: more than decoding. An anonymous shared mapping, made before the processes are forked:
+    nothing to name or clean up, and no /dev/shm (64 MB in a container)."""
+
+    def __init__(self, count: int, input_size: int) -> None:
+        sizes = {  # region: (dtype, most elements)
+            "tensor": (np.float32, 3 * input_size * input_size),
+            "probability": (np.float32, input_size * input_size),
+            "shown": (np.uint8, 3 * PREVIEW_MAX_SIDE * PREVIEW_MAX_SIDE),
+        }
+        self.regions: dict[str, tuple[type[np.generic], int, int]] = {}  # dtype, offset, size
+        offset = 0
+        for region, (dtype, elements) in sizes.items():
+            size = elements * np.dtype(dtype).itemsize
+            self.regions[region] = (dtype, offset, size)
+            offset += -(-size // 64) * 64  # cache-line aligned
+        self.slot_bytes = offset
+        self.buffer = mmap.mmap(-1, count * self.slot_bytes)  # MAP_SHARED | MAP_ANONYMOUS
+        # Last in, first out: the same few slots serve a stream, their pages mapped and warm.
+        self.free: queue.LifoQueue[int] = queue.LifoQueue()
+        for slot in reversed(range(count)):
+            self.free.put(slot)
+
+    def acquire(self) -> int | None:
+        """A free slot, or None when all are in use."""
+        try:
+            return self.free.get_nowait()
+        except queue.Empty:
+            return None
+
+    def release(self, slot: int | None) -> None:
+        if slot is not None:
+            self.free.put(slot)
+
+    def array(self, slot: int, region: str, shape: tuple[int, ...]) -> np.ndarray:
+        """The slot's `region` as an array of `shape` (within the region's size)."""
+        dtype, offset, size = self.regions[region]
+        if int(np.prod(shape)) * np.dtype(dtype).itemsize > size:
+            raise ValueError(f"{shape} does not fit the slot's {region}")
+        return np.ndarray(shape, dtype, self.buffer, slot * self.slot_bytes + offset)
 
 
 class CpuPool:
@@ -51,6 +107,7 @@ class CpuPool:
 
     def __init__(self, stages: CpuStages, workers: int) -> None:
         self.stages = stages
+        self.slots = SharedSlots(SLOTS, stages.preprocess.input_size)
         # One core per process: the pool is the parallelism. Set here, before the fork: an
         # OpenCV thread pool inherited by a forked child deadlocks it on first use.
         cv2.setNumThreads(1)
@@ -58,7 +115,7 @@ class CpuPool:
             workers,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_start,
-            initargs=(stages,),
+            initargs=(stages, self.slots),
         )
         wait([self.executor.submit(os.getpid) for _ in range(workers)])  # all started now
         self.processes = list(self.executor._processes.values())  # their exit codes, if they die
@@ -67,11 +124,29 @@ class CpuPool:
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
-    def prepare(self, data: bytes, timings: dict[str, float]) -> tuple[Photo, PreparedImage]:
-        """Decode (reduced) and preprocess; raises ImageFailure as in-process."""
-        height, width, prepared, child_timings = self._call(self.executor.submit(_prepare, data))
+    def prepare(
+        self, data: bytes, timings: dict[str, float]
+    ) -> tuple[Photo, PreparedImage, int | None]:
+        """Decode (reduced) and preprocess; raises ImageFailure as in-process. Returns the
+        photo's slot (None: none was free), which holds its network input and its reduced
+        photo (bounded to the preview's size) until it is released: `slots.release(slot)`,
+        once the photo is finished (the arrays are not to be used after that)."""
+        slot = self.slots.acquire()
+        try:
+            height, width, prepared, child_timings = self._call(
+                self.executor.submit(_prepare, data, slot)
+            )
+        except BaseException:
+            self.slots.release(slot)
+            raise
         timings.update(child_timings)
-        return Photo(data, height, width, self.stages.limits), prepared
+        if slot is None:
+            return Photo(data, height, width, self.stages.limits), prepared, slot
+        shape, net_height, net_width, shown_shape = prepared  # the arrays are in the slot
+        shown = self.slots.array(slot, "shown", shown_shape)
+        tensor = self.slots.array(slot, "tensor", shape)
+        photo = Photo(data, height, width, self.stages.limits, shown)
+        return photo, PreparedImage(tensor, net_height, net_width), slot
 
     def finish(
         self,
@@ -80,12 +155,17 @@ class CpuPool:
         thresholds: GateThresholds,
         render: Renderer,
         timings: dict[str, float],
+        slot: int | None,
     ) -> tuple[GateResult, dict[str, bytes]]:
         """Cleanup, gate at `thresholds` (the version's gate of the moment: a calibrated one
         may be applied after the processes started) and render; raises ImageFailure as
-        in-process."""
+        in-process. `slot`: the photo's, from prepare(); the probability goes through it."""
+        sent: np.ndarray | tuple[tuple[int, ...], ...] = probability
+        if slot is not None:
+            self.slots.array(slot, "probability", probability.shape)[...] = probability
+            sent = (probability.shape, photo.reduced.shape)
         future = self.executor.submit(
-            _finish, photo.data, photo.height, photo.width, probability, thresholds, render
+            _finish, photo.data, photo.height, photo.width, sent, slot, thresholds, render
         )
         gate, rendered, child_timings = self._call(future)
         timings.update(child_timings)
@@ -129,38 +209,53 @@ class CpuPool:
             multiprocessing.connection.wait(alive, timeout=0.05)
 
 
-def _start(stages: CpuStages) -> None:
-    global _stages
-    _stages = stages
+def _start(stages: CpuStages, slots: SharedSlots) -> None:
+    global _stages, _slots
+    _stages, _slots = stages, slots
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     with contextlib.suppress(OSError, AttributeError):  # die with the parent, even killed outright
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _prepare(data: bytes) -> tuple[Any, ...]:
-    assert _stages is not None
+def _prepare(data: bytes, slot: int | None) -> tuple[Any, ...]:
+    assert _stages is not None and _slots is not None
     timings: dict[str, float] = {}
+    slots = _slots
+    place = None if slot is None else lambda shape: slots.array(slot, "tensor", shape)
     try:
         with timed(timings, "decode"):
             photo = _stages.read_photo(data)
         with timed(timings, "preprocess"):
-            prepared = _stages.prepare(photo)
+            prepared = _stages.prepare(photo, place)
+            if slot is not None:
+                shown = bounded(photo.reduced)
+                slots.array(slot, "shown", shown.shape)[...] = shown
     except ImageFailure as failure:
         return "failed", failure.reason, failure.message
-    return "ok", photo.height, photo.width, prepared, timings
+    if slot is None:
+        return "ok", photo.height, photo.width, prepared, timings
+    # The arrays are in the slot already: only their shapes go back.
+    shapes = (prepared.tensor.shape, prepared.height, prepared.width, shown.shape)
+    return "ok", photo.height, photo.width, shapes, timings
 
 
 def _finish(
     data: bytes,
     height: int,
     width: int,
-    probability: np.ndarray,
+    probability: np.ndarray | tuple[tuple[int, ...], ...],
+    slot: int | None,
     thresholds: GateThresholds,
     render: Renderer,
 ) -> tuple[Any, ...]:
-    assert _stages is not None
+    assert _stages is not None and _slots is not None
     timings: dict[str, float] = {}
     photo = Photo(data, height, width, _stages.limits)
+    if slot is not None:  # only shapes came: the arrays are in the slot
+        probability_shape, shown_shape = probability
+        probability = _slots.array(slot, "probability", probability_shape)
+        photo = Photo(data, height, width, _stages.limits, _slots.array(slot, "shown", shown_shape))
+    assert isinstance(probability, np.ndarray)
     try:
         with timed(timings, "cleanup"):
             prediction = _stages.finish(probability, thresholds)

@@ -235,6 +235,7 @@ class _Decoded:
     photo: Photo
     prepared: PreparedImage
     timings: dict[str, float]
+    slot: int | None = None  # its shared memory in the CPU-stage pool, till finished
 
 
 def process_stream(
@@ -272,12 +273,15 @@ class _Stream:
         self.ready_count = 0
         self.io_pool = ThreadPoolExecutor(io_threads, thread_name_prefix="jewelcut-io")
         self.finish_pool = ThreadPoolExecutor(io_threads, thread_name_prefix="jewelcut-finish")
+        self.held_slots: set[int | None] = set()  # the CPU-stage pool's, by photos not finished
 
     def close(self) -> None:
         for future in self.decoding | self.finishing:
             future.cancel()
         self.io_pool.shutdown(wait=True, cancel_futures=True)
         self.finish_pool.shutdown(wait=True, cancel_futures=True)
+        for slot in list(self.held_slots):  # photos the stream was left with, unfinished
+            self._release(slot)
 
     def run(self, keys: Iterator[str]) -> Iterator[ImageOutcome]:
         exhausted = False
@@ -367,8 +371,10 @@ class _Stream:
         try:
             with timed(timings, "read"):
                 data = _call_read(self.read, key)
+            slot = None
             if self.cpu_pool is not None:
-                photo, prepared = self.cpu_pool.prepare(data, timings)
+                photo, prepared, slot = self.cpu_pool.prepare(data, timings)
+                self.held_slots.add(slot)
             else:
                 with timed(timings, "decode"):
                     photo = self.segmenter.read_photo(data)
@@ -381,9 +387,22 @@ class _Stream:
             log.exception("image failed", extra={"image_id": key})
             failure = ImageFailure("processing_error", f"{type(error).__name__}: {error}")
             return ImageOutcome.failed(key, failure, timings=timings)
-        return _Decoded(key, photo, prepared, timings)
+        return _Decoded(key, photo, prepared, timings, slot)
 
     def _finish(self, item: _Decoded, probability: np.ndarray | ImageFailure) -> ImageOutcome:
+        try:
+            return self._finish_in_slot(item, probability)
+        finally:
+            self._release(item.slot)
+
+    def _release(self, slot: int | None) -> None:
+        if self.cpu_pool is not None and slot is not None:
+            self.held_slots.discard(slot)
+            self.cpu_pool.slots.release(slot)
+
+    def _finish_in_slot(
+        self, item: _Decoded, probability: np.ndarray | ImageFailure
+    ) -> ImageOutcome:
         height, width = item.photo.height, item.photo.width
         timings = item.timings
         size = {"width": width, "height": height}
@@ -392,7 +411,12 @@ class _Stream:
         try:
             if self.cpu_pool is not None and isinstance(self.write, Writer):
                 gate, rendered = self.cpu_pool.finish(
-                    item.photo, probability, self.segmenter.thresholds, self.write.render, timings
+                    item.photo,
+                    probability,
+                    self.segmenter.thresholds,
+                    self.write.render,
+                    timings,
+                    item.slot,
                 )
                 with timed(timings, "store"):
                     artifacts = self.write.store(item.key, rendered)

@@ -9,12 +9,15 @@ cleanup and the gate work there; only the cutout's alpha goes up to the photo's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 STRIDE = 32
+# Where a network input of a shape is written (shared memory, worker.cpu_pool); None: new array.
+TensorPlace = Callable[[tuple[int, int, int]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -72,16 +75,27 @@ class Preprocessor:
         self._scale = (1.0 / (255.0 * std_array)).astype(np.float32)
         self._offset = (-np.asarray(mean, np.float32) / std_array).astype(np.float32)
 
-    def __call__(self, rgb: np.ndarray, photo_size: tuple[int, int] | None = None) -> PreparedImage:
+    def __call__(
+        self,
+        rgb: np.ndarray,
+        photo_size: tuple[int, int] | None = None,
+        place: TensorPlace | None = None,
+    ) -> PreparedImage:
         """`photo_size` (height, width): the photo's own size when `rgb` is a reduced decode of
-        it, so the network sees the same size either way."""
+        it, so the network sees the same size either way. `place`: where to write the tensor."""
         height, width = network_size(*(photo_size or rgb.shape[:2]), self.input_size)
         shrinking = height < rgb.shape[0]
         # INTER_AREA averages: a thin chain fades instead of vanishing between samples.
         interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
         resized = cv2.resize(rgb, (width, height), interpolation=interpolation)
         size = self.input_size
-        tensor = np.zeros((3, bucketed(height, size), bucketed(width, size)), np.float32)
+        shape = (3, bucketed(height, size), bucketed(width, size))
+        if place is None:
+            tensor = np.zeros(shape, np.float32)
+        else:
+            tensor = place(shape)
+            tensor[:, height:] = 0  # the padding
+            tensor[:, :height, width:] = 0
         # Plane by plane, straight into the tensor: no temporaries, no transposed copy (5x).
         for channel, plane in enumerate(cv2.split(resized)):
             out = tensor[channel, :height, :width]

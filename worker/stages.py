@@ -15,7 +15,7 @@ from worker.cleanup import clean_mask
 from worker.cutout import PREVIEW_MAX_SIDE
 from worker.decode import decode_image
 from worker.gate import GateResult, score_and_gate
-from worker.preprocess import PreparedImage, Preprocessor
+from worker.preprocess import PreparedImage, Preprocessor, TensorPlace
 
 
 @dataclass(frozen=True)
@@ -117,9 +117,9 @@ class CpuStages:
     def read_photo(self, data: bytes) -> Photo:
         return read_photo(data, self.limits)
 
-    def prepare(self, photo: Photo) -> PreparedImage:
+    def prepare(self, photo: Photo, place: TensorPlace | None = None) -> PreparedImage:
         """The network's input for a photo: the same size as from its full-size decode."""
-        return self.preprocess(photo.reduced, (photo.height, photo.width))
+        return self.preprocess(photo.reduced, (photo.height, photo.width), place)
 
     def finish(self, probability: np.ndarray, thresholds: GateThresholds) -> Prediction:
         """Cleanup and gate one probability map."""

@@ -190,3 +190,40 @@ def test_reduced_decode_fails_as_the_full_decode(data: bytes, reason: str) -> No
     with pytest.raises(ImageFailure) as failure:
         decode_image(data, reduce_to=480)
     assert failure.value.reason == reason
+
+
+def _pillow_only(monkeypatch: pytest.MonkeyPatch, data: bytes, **options: int) -> object:
+    import worker.decode
+
+    with monkeypatch.context() as patch:
+        patch.setattr(worker.decode, "simplejpeg", None)
+        return decode_image(data, **options)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("reduce_to", [None, 100, 300, 400])
+def test_libjpeg_turbo_decode_gives_pillows_pixels(
+    monkeypatch: pytest.MonkeyPatch, orientation: int, reduce_to: int | None
+) -> None:
+    """The fast JPEG path (simplejpeg) and Pillow's: the same pixels, orientation and scale."""
+    blocks = np.random.default_rng(orientation).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image = Image.fromarray(np.kron(blocks, np.ones((8, 8, 1), np.uint8)))
+    data = encode(image, "JPEG", exif=exif.tobytes(), quality=95)
+    options = {} if reduce_to is None else {"reduce_to": reduce_to}
+    fast, pillow = decode_image(data, **options), _pillow_only(monkeypatch, data, **options)
+    if reduce_to is not None:
+        assert (fast.height, fast.width) == (pillow.height, pillow.width)
+        fast, pillow = fast.rgb, pillow.rgb
+    assert fast.shape == pillow.shape
+    assert np.array_equal(fast, pillow)
+
+
+def test_grey_and_cmyk_jpegs_decode_to_rgb(monkeypatch: pytest.MonkeyPatch) -> None:
+    grey = np.kron(np.arange(48, dtype=np.uint8).reshape(6, 8) * 5, np.ones((8, 8), np.uint8))
+    for image in (Image.fromarray(grey), Image.fromarray(grey).convert("CMYK")):
+        data = encode(image, "JPEG", quality=95)
+        fast, pillow = decode_image(data), _pillow_only(monkeypatch, data)
+        assert fast.shape == (48, 64, 3)
+        assert np.array_equal(fast, pillow)

@@ -287,3 +287,56 @@ def test_cpu_stage_processes_decide_with_the_gate_of_the_moment(
         pooled.close()
     assert all(decision == "rejected" for decision, _ in by_gate[1.01].values())
     assert by_gate[0.0] != by_gate[1.01]  # the gate decided, not the card's
+
+
+def test_cpu_stage_processes_render_what_the_process_does_and_hand_back_every_slot(
+    onnx_segmenter: Segmenter,
+    model_dir: Path,
+    model_cache_dir: Path,
+    listing_photo: Callable[..., bytes],
+) -> None:
+    """Through the CPU-stage processes (arrays in shared memory) the same outcomes and the same
+    artifact bytes as in this process, bad photos failing alone; every shared slot comes back,
+    after a whole stream and after one abandoned part way."""
+    from worker.chunk import render_artifacts
+    from worker.cpu_pool import SLOTS
+
+    sizes = [(1280, 960), (960, 1280), (1600, 1204), (800, 600), (1024, 1024)]
+    photos = {f"photo-{i}": listing_photo(i, size=size) for i, size in enumerate(sizes)}
+    photos["truncated"] = truncated_jpeg(photos["photo-0"])
+    photos["text"] = b"not a photo"
+    gate = GateThresholds(0.0, 1.0, 0.0)  # everything found is accepted: cutouts drawn too
+
+    def rendered(segmenter: Segmenter) -> dict[str, tuple[object, ...]]:
+        stored: dict[str, dict[str, bytes]] = {}
+        writer = Writer(render_artifacts, lambda key, out: stored.setdefault(key, out) and {})
+        stream = process_stream(segmenter, list(photos), photos.__getitem__, writer, io_threads=2)
+        outcomes = {o.key: (o.status, o.decision, o.reason, o.confidence) for o in stream}
+        return {key: (*outcome, stored.get(key)) for key, outcome in outcomes.items()}
+
+    pooled = Segmenter(
+        model_dir,
+        device="cpu",
+        backend="onnx",
+        cache_dir=model_cache_dir,
+        batch_size=2,
+        threads=1,
+        cpu_workers=2,
+    )
+    try:
+        pooled.load()
+        assert pooled.cpu_pool is not None
+        free = pooled.cpu_pool.slots.free
+        in_process = rendered(onnx_segmenter.with_gate(gate))
+        assert rendered(pooled.with_gate(gate)) == in_process
+        assert free.qsize() == SLOTS
+        assert in_process["truncated"][:3] == ("failed", None, "decode_error")
+        assert sum(o[1] == "accepted" for o in in_process.values()) >= 3
+
+        stream = process_stream(pooled, list(photos), photos.__getitem__, lambda *_: {}, 2)
+        next(stream)
+        assert free.qsize() < SLOTS  # photos in flight hold their slots
+        stream.close()
+        assert free.qsize() == SLOTS
+    finally:
+        pooled.close()
