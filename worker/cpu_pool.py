@@ -40,7 +40,7 @@ from jewelcut.modelcard import GateThresholds
 from worker.cutout import PREVIEW_MAX_SIDE, bounded
 from worker.gate import GateResult
 from worker.preprocess import PreparedImage
-from worker.stages import CpuStages, Photo, Renderer, timed
+from worker.stages import CpuStages, Photo, Renderer, keep_freed_memory, timed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -212,6 +212,7 @@ class CpuPool:
 def _start(stages: CpuStages, slots: SharedSlots) -> None:
     global _stages, _slots
     _stages, _slots = stages, slots
+    keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     with contextlib.suppress(OSError, AttributeError):  # die with the parent, even killed outright
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -92,16 +92,15 @@ def binary_mask(alpha: np.ndarray) -> np.ndarray:
 def object_box(alpha: np.ndarray, margin: float = DEFAULT_CROP_MARGIN) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) around the visible object plus a margin; the whole image if empty."""
     height, width = alpha.shape
-    rows = np.flatnonzero(alpha.max(axis=1) > 0)
-    cols = np.flatnonzero(alpha.max(axis=0) > 0)
-    if rows.size == 0:
+    x, y, box_width, box_height = cv2.boundingRect(alpha)  # of the non-zero pixels; SIMD
+    if box_width == 0:
         return 0, 0, width, height
-    pad = round(margin * max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
+    pad = round(margin * max(box_width, box_height))
     return (
-        max(0, int(cols[0]) - pad),
-        max(0, int(rows[0]) - pad),
-        min(width, int(cols[-1]) + 1 + pad),
-        min(height, int(rows[-1]) + 1 + pad),
+        max(0, x - pad),
+        max(0, y - pad),
+        min(width, x + box_width + pad),
+        min(height, y + box_height + pad),
     )
 
 

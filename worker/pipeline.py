@@ -31,6 +31,7 @@ from worker.stages import (
     Photo,
     Prediction,
     Renderer,
+    keep_freed_memory,
     photo_limits,
     timed,
 )
@@ -165,7 +166,9 @@ class Segmenter:
 
     def load(self) -> InferenceBackend:
         """Start the CPU-stage processes, then build the backend (verifies the weights' sha256;
-        may export ONNX). Idempotent."""
+        may export ONNX). Idempotent. This process's malloc keeps freed memory from now on
+        (stages.keep_freed_memory): its CPU stages and batches reuse warm pages."""
+        keep_freed_memory()
         if self.cpu_workers and self._cpu_pool is None:
             from worker.cpu_pool import CpuPool
 

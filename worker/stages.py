@@ -4,6 +4,8 @@ them in its threads, or in CPU-stage processes (worker.cpu_pool): the same code 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,6 +130,23 @@ class CpuStages:
 
 
 Renderer = Callable[[Photo, Prediction], dict[str, bytes]]
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt() parameters
+KEEP_FREED_BYTES = 64 << 20
+LARGEST_HEAP_ALLOCATION = 32 << 20  # glibc's ceiling for the mmap threshold
+
+
+def keep_freed_memory() -> None:
+    """Let this process's malloc keep freed memory for reuse instead of giving each large
+    array back to the kernel. By default glibc maps every allocation over 128 KB afresh (a
+    photo, a cutout, every OpenCV result) and unmaps it when freed: each page then faults in
+    again on first touch, about 2 us apiece on a virtual machine, 6,700 faults (15 ms) for
+    one 1280x960 cutout. Kept, the same pages serve photo after photo; memory stays bounded by
+    the largest working set plus KEEP_FREED_BYTES. Nothing happens off glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, LARGEST_HEAP_ALLOCATION)
+        libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
 
 
 class timed:
