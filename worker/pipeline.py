@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextvars
 import copy
 import logging
+import queue
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -277,6 +278,7 @@ class _Stream:
         self.io_pool = ThreadPoolExecutor(io_threads, thread_name_prefix="jewelcut-io")
         self.finish_pool = ThreadPoolExecutor(io_threads, thread_name_prefix="jewelcut-finish")
         self.held_slots: set[int | None] = set()  # the CPU-stage pool's, by photos not finished
+        self.completed: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
 
     def close(self) -> None:
         for future in self.decoding | self.finishing:
@@ -290,8 +292,7 @@ class _Stream:
         exhausted = False
         while True:
             exhausted = exhausted or self._top_up(keys)
-            yield from self._harvest_finished()
-            yield from self._harvest_decoded()
+            yield from self._harvest(block=False)
             bucket = self._next_bucket(flush=exhausted and not self.decoding)
             if bucket is not None:
                 self._infer(bucket)
@@ -300,7 +301,7 @@ class _Stream:
                 if exhausted and not self.ready_count:
                     return
                 continue
-            wait(self.decoding | self.finishing, return_when=FIRST_COMPLETED)
+            yield from self._harvest(block=True)
 
     def _in_flight(self) -> int:
         return len(self.decoding) + self.ready_count + len(self.finishing)
@@ -311,25 +312,38 @@ class _Stream:
             key = next(keys, None)
             if key is None:
                 return True
-            self.decoding.add(_submit(self.io_pool, self._read_and_decode, key))
+            self.decoding.add(self._submit_watched(self.io_pool, self._read_and_decode, key))
         return False
 
-    def _harvest_decoded(self) -> Iterator[ImageOutcome]:
-        done = {future for future in self.decoding if future.done()}
-        self.decoding -= done
-        for future in done:
+    def _submit_watched(
+        self, pool: ThreadPoolExecutor, function: Callable[..., T], *args: Any
+    ) -> Future[T]:
+        """Submit, and have the future put on `completed` once it is done."""
+        future = _submit(pool, function, *args)
+        future.add_done_callback(self.completed.put)
+        return future
+
+    def _harvest(self, block: bool) -> Iterator[ImageOutcome]:
+        """Take in what has completed, in completion order (first waiting for one, if `block`):
+        decoded photos join the batches, finished ones are yielded. A queue of completions,
+        not a poll of every future in flight: a GPU's main process has no time to spare."""
+        while True:
+            try:
+                future = self.completed.get(block=block)
+            except queue.Empty:
+                return
+            block = False
+            if future in self.finishing:
+                self.finishing.remove(future)
+                yield future.result()
+                continue
+            self.decoding.discard(future)
             result = future.result()
             if isinstance(result, ImageOutcome):
                 yield result
                 continue
             self.ready.setdefault(result.prepared.padded_shape, []).append(result)
             self.ready_count += 1
-
-    def _harvest_finished(self) -> Iterator[ImageOutcome]:
-        done = {future for future in self.finishing if future.done()}
-        self.finishing -= done
-        for future in done:
-            yield future.result()
 
     def _next_bucket(self, flush: bool) -> list[_Decoded] | None:
         """A full batch of one shape; or, when flushing or the window is full, the largest one."""
@@ -354,7 +368,8 @@ class _Stream:
         per_image = (time.perf_counter() - started) / len(bucket)
         for item, probability in zip(bucket, probabilities, strict=True):
             item.timings["infer"] = per_image
-            self.finishing.add(_submit(self.finish_pool, self._finish, item, probability))
+            finishing = self._submit_watched(self.finish_pool, self._finish, item, probability)
+            self.finishing.add(finishing)
 
     def _infer_or_fail_singly(self, bucket: list[_Decoded]) -> list[np.ndarray | ImageFailure]:
         try:
