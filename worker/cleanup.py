@@ -68,6 +68,8 @@ def _keep_real_components(
         areas >= params.keep_large_area * image_area
     )
     keep[0] = False  # label 0 is the background
+    if keep[1:].all():  # the common case: every foreground pixel is in a kept component
+        return foreground
     return foreground & keep[labels]
 
 
@@ -85,6 +87,9 @@ def _fill_small_holes(mask: np.ndarray, max_hole_area: int) -> np.ndarray:
     if not holes.any():
         return mask
     _, labels, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=4)
-    small_hole = stats[:, cv2.CC_STAT_AREA] <= max_hole_area
-    small_hole[0] = False  # label 0: not a hole
-    return mask | small_hole[labels]
+    filled = mask.copy()
+    for label in np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] <= max_hole_area) + 1:
+        x, y, w, h = stats[label, :4]  # within its box: a few small holes, not the whole image
+        box = np.s_[y : y + h, x : x + w]
+        filled[box] |= labels[box] == label
+    return filled

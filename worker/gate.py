@@ -38,17 +38,16 @@ def score_and_gate(
     inside = mask.astype(bool)
     inside_count = int(inside.sum())
     outside_count = inside.size - inside_count
-    # float64 sums so that hand-made boundary cases come out exact.
-    fg_score = _mean(probability[inside], inside_count) if inside_count else 0.0
-    bg_score = 1.0 - _mean(probability[~inside], outside_count) if outside_count else 0.0
+    # float64 sums so that hand-made boundary cases come out exact; summed in place (where=),
+    # not over copies of the pixels inside and outside.
+    total = float(probability.sum(dtype=np.float64))
+    inside_sum = float(probability.sum(dtype=np.float64, where=inside))
+    fg_score = inside_sum / inside_count if inside_count else 0.0
+    bg_score = 1.0 - (total - inside_sum) / outside_count if outside_count else 0.0
     confidence = min(fg_score, bg_score)
     mask_area = inside_count / inside.size
     decision, reason = decide(mask_area, confidence, thresholds)
     return GateResult(decision, reason, confidence, fg_score, bg_score, mask_area)
-
-
-def _mean(values: np.ndarray, count: int) -> float:
-    return float(values.sum(dtype=np.float64) / count)
 
 
 def decide(
