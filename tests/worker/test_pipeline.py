@@ -247,6 +247,19 @@ def test_cutout_from_the_reduced_decode_matches_the_full_decode_path(
         assert difference.mean() <= MEAN_ALPHA_DIFFERENCE
 
 
+def pooled_segmenter(model_dir: Path, cache_dir: Path, cpu_workers: int) -> Segmenter:
+    """The test model on ONNX Runtime with CPU-stage processes (close() it)."""
+    return Segmenter(
+        model_dir,
+        device="cpu",
+        backend="onnx",
+        cache_dir=cache_dir,
+        batch_size=4,
+        threads=1,
+        cpu_workers=cpu_workers,
+    )
+
+
 def render_nothing(photo: Photo, prediction: Prediction) -> dict[str, bytes]:
     return {}  # module level: a CPU-stage process unpickles it
 
@@ -260,15 +273,7 @@ def test_cpu_stage_processes_decide_with_the_gate_of_the_moment(
     """A gate applied after the CPU-stage processes started (`jewelcut calibrate --apply`, read
     by the worker at each chunk) is the one they decide with, as in-process."""
     photos = {f"photo-{i}": photo_bytes(96 + 16 * i, 64 + 8 * i) for i in range(4)}
-    pooled = Segmenter(
-        model_dir,
-        device="cpu",
-        backend="onnx",
-        cache_dir=model_cache_dir,
-        batch_size=4,
-        threads=1,
-        cpu_workers=1,
-    )
+    pooled = pooled_segmenter(model_dir, model_cache_dir, cpu_workers=1)
     writer = Writer(render_nothing, lambda _key, _rendered: {})
 
     def decisions(segmenter: Segmenter) -> dict[str, tuple[str | None, str | None]]:
@@ -314,15 +319,7 @@ def test_cpu_stage_processes_render_what_the_process_does_and_hand_back_every_sl
         outcomes = {o.key: (o.status, o.decision, o.reason, o.confidence) for o in stream}
         return {key: (*outcome, stored.get(key)) for key, outcome in outcomes.items()}
 
-    pooled = Segmenter(
-        model_dir,
-        device="cpu",
-        backend="onnx",
-        cache_dir=model_cache_dir,
-        batch_size=2,
-        threads=1,
-        cpu_workers=2,
-    )
+    pooled = pooled_segmenter(model_dir, model_cache_dir, cpu_workers=2)
     try:
         pooled.load()
         assert pooled.cpu_pool is not None
