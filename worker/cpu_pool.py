@@ -25,12 +25,13 @@ import mmap
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import queue
 import signal
 import time
-from concurrent.futures import Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, NoReturn
 
 import cv2
 import numpy as np
@@ -43,7 +44,6 @@ from worker.preprocess import PreparedImage
 from worker.stages import CpuStages, Photo, Renderer, keep_freed_memory, timed
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 PR_SET_PDEATHSIG = 1
 DEATH_WAIT_S = 10.0
 
@@ -103,7 +103,10 @@ class SharedSlots:
 
 
 class CpuPool:
-    """`workers` processes running CpuStages; calls block the calling (I/O) thread."""
+    """`workers` processes running CpuStages, each behind its own pipe; a call takes an idle
+    one and blocks the calling (I/O) thread. No executor: concurrent.futures' manager and
+    feeder threads cost the main process ~1.5 ms of CPU a photo, which on a GPU host is the
+    process that feeds the accelerator."""
 
     def __init__(self, stages: CpuStages, workers: int) -> None:
         self.stages = stages
@@ -111,18 +114,33 @@ class CpuPool:
         # One core per process: the pool is the parallelism. Set here, before the fork: an
         # OpenCV thread pool inherited by a forked child deadlocks it on first use.
         cv2.setNumThreads(1)
-        self.executor = ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=_start,
-            initargs=(stages, self.slots),
-        )
-        wait([self.executor.submit(os.getpid) for _ in range(workers)])  # all started now
-        self.processes = list(self.executor._processes.values())  # their exit codes, if they die
+        context = multiprocessing.get_context("fork")
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        self.idle: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+        self.connections: list[Connection] = []
+        for _ in range(workers):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_serve, args=(theirs, stages, self.slots), name="jewelcut-cpu", daemon=True
+            )
+            process.start()
+            theirs.close()
+            self.processes.append(process)
+            self.connections.append(ours)
+            self.idle.put(ours)
         log.info("CPU-stage processes started", extra={"cpu_workers": workers})
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the processes once their calls in progress are done."""
+        for _ in self.connections:
+            connection = self.idle.get()  # waits for a call in progress
+            with contextlib.suppress(OSError):
+                connection.send(None)
+            connection.close()
+        for process in self.processes:
+            process.join(DEATH_WAIT_S)
+            if process.exitcode is None:
+                process.kill()
 
     def prepare(
         self, data: bytes, timings: dict[str, float]
@@ -133,9 +151,7 @@ class CpuPool:
         once the photo is finished (the arrays are not to be used after that)."""
         slot = self.slots.acquire()
         try:
-            height, width, prepared, child_timings = self._call(
-                self.executor.submit(_prepare, data, slot)
-            )
+            height, width, prepared, child_timings = self._call(_prepare, data, slot)
         except BaseException:
             self.slots.release(slot)
             raise
@@ -164,18 +180,22 @@ class CpuPool:
         if slot is not None:
             self.slots.array(slot, "probability", probability.shape)[...] = probability
             sent = (probability.shape, photo.reduced.shape)
-        future = self.executor.submit(
+        gate, rendered, child_timings = self._call(
             _finish, photo.data, photo.height, photo.width, sent, slot, thresholds, render
         )
-        gate, rendered, child_timings = self._call(future)
         timings.update(child_timings)
         return gate, rendered
 
-    def _call(self, future: Future[tuple[Any, ...]]) -> tuple[Any, ...]:
+    def _call(self, function: Callable[..., tuple[Any, ...]], *args: Any) -> tuple[Any, ...]:
+        connection = self.idle.get()
         try:
-            result = future.result()
-        except BrokenProcessPool:
+            connection.send((function, args))
+            outcome, result = connection.recv()
+        except (EOFError, OSError):  # the process died mid-call
             self._died()
+        self.idle.put(connection)
+        if outcome == "raised":
+            raise result
         if result[0] == "failed":
             _, reason, message = result
             raise ImageFailure(reason, message)
@@ -193,10 +213,9 @@ class CpuPool:
         raise SystemExit(128 + crash)  # not reached: the signal's default action ends us
 
     def _crash_signal(self) -> tuple[int, list[int | None]]:
-        """The signal that killed a CPU-stage process, and every process's exit code. The pool
-        stops the others with SIGTERM, so the first other signal is the crash. A dead child's
-        exit code can lag its sentinel (the pool's own thread may be reaping it), so this
-        waits for it, within DEATH_WAIT_S; SIGKILL if it never shows."""
+        """The signal that killed a CPU-stage process, and every process's exit code. A dead
+        child's exit code can lag the end of its pipe, so this waits for it, within
+        DEATH_WAIT_S; SIGKILL if it never shows."""
         deadline = time.monotonic() + DEATH_WAIT_S
         while True:
             codes = [process.exitcode for process in self.processes]
@@ -207,6 +226,28 @@ class CpuPool:
                 return (crashes[0] if crashes else signal.SIGKILL), codes
             alive = [process.sentinel for process in self.processes if process.exitcode is None]
             multiprocessing.connection.wait(alive, timeout=0.05)
+
+
+def _serve(connection: Connection, stages: CpuStages, slots: SharedSlots) -> None:
+    """A CPU-stage process: calls from its pipe until told to stop (None) or the pipe closes.
+    An exception other than a photo's own failure goes back to be raised in the caller."""
+    _start(stages, slots)
+    while True:
+        try:
+            call = connection.recv()
+        except EOFError:
+            return
+        if call is None:
+            return
+        function, args = call
+        try:
+            reply: tuple[str, Any] = ("returned", function(*args))
+        except Exception as error:
+            reply = ("raised", error)
+        try:
+            connection.send(reply)
+        except (pickle.PicklingError, TypeError, AttributeError):  # an unpicklable exception
+            connection.send(("raised", RuntimeError(repr(reply[1]))))
 
 
 def _start(stages: CpuStages, slots: SharedSlots) -> None:
