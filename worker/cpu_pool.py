@@ -189,7 +189,13 @@ class CpuPool:
     def _call(self, function: Callable[..., tuple[Any, ...]], *args: Any) -> tuple[Any, ...]:
         connection = self.idle.get()
         try:
-            connection.send((function, args))
+            connection.send((function, args))  # pickled whole before a byte is sent
+        except (EOFError, OSError):  # the process is gone
+            self._died()
+        except BaseException:  # an argument that cannot be pickled: nothing was sent
+            self.idle.put(connection)
+            raise
+        try:
             outcome, result = connection.recv()
         except (EOFError, OSError):  # the process died mid-call
             self._died()

@@ -337,3 +337,26 @@ def test_cpu_stage_processes_render_what_the_process_does_and_hand_back_every_sl
         assert free.qsize() == SLOTS
     finally:
         pooled.close()
+
+
+def test_a_write_the_cpu_stage_processes_cannot_take_fails_its_photos_not_the_pool(
+    model_dir: Path, model_cache_dir: Path, photo_bytes: Callable[..., bytes]
+) -> None:
+    """A render that cannot be pickled fails each photo as processing_error; the processes
+    stay usable (no connection is lost) and the next stream completes."""
+    photos = {f"photo-{i}": photo_bytes(96 + 16 * i, 64) for i in range(3)}
+    pooled = pooled_segmenter(model_dir, model_cache_dir, cpu_workers=1)
+
+    def unpicklable(photo: Photo, prediction: Prediction) -> dict[str, bytes]:
+        return {}  # a local function: pickle refuses it
+
+    try:
+        pooled.load()
+        broken = Writer(unpicklable, lambda _key, _rendered: {})
+        outcomes = list(process_stream(pooled, list(photos), photos.__getitem__, broken, 2))
+        assert {o.reason for o in outcomes} == {"processing_error"}
+        working = Writer(render_nothing, lambda _key, _rendered: {})
+        outcomes = list(process_stream(pooled, list(photos), photos.__getitem__, working, 2))
+        assert {o.status for o in outcomes} == {"done"}
+    finally:
+        pooled.close()
