@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -136,6 +137,7 @@ KEEP_FREED_BYTES = 64 << 20
 LARGEST_HEAP_ALLOCATION = 32 << 20  # glibc's ceiling for the mmap threshold
 
 
+@functools.cache  # once a process: Segmenter.load() runs on every batch, and forks inherit it
 def keep_freed_memory() -> None:
     """Let this process's malloc keep freed memory for reuse instead of giving each large
     array back to the kernel. By default glibc maps every allocation over 128 KB afresh (a
