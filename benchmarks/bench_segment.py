@@ -145,7 +145,7 @@ def model_only_rate(segmenter: Segmenter, input_size: int, photo_size: str, seco
 
     width, height = photo_shape(photo_size)
     net_h, net_w = network_size(height, width, input_size)
-    batch = np.zeros((segmenter.batch_size, 3, padded(net_h), padded(net_w)), np.float32)
+    batch = np.zeros((segmenter.batch_size, 3, padded(net_h), padded(net_w)), np.uint8)
     segmenter.backend.predict(batch)  # warm-up
     images, started, cpu_started = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
@@ -163,17 +163,13 @@ def _routes(app: FastAPI) -> None:
     @app.get("/review", response_class=HTMLResponse)
     def review_page(
         request: Request,
+        filters: Annotated[reviews.Filters, Depends(_page_filters)],
         model_version: str | None = None,
-        decision: str | None = None,
-        min_confidence: float | None = None,
-        max_confidence: float | None = None,
-        day: date | None = None,
         image: str | None = None,
     ) -> Response:
         reviewer = _require_reviewer(request)
         settings: Settings = request.app.state.settings
         version = model_version or _default_version(settings)
-        filters = reviews.Filters(decision or None, min_confidence, max_confidence, day)
         context = with_database_retries(
             lambda: _page_context(settings, version, reviewer, filters, image)
         )
@@ -215,16 +211,12 @@ def _routes(app: FastAPI) -> None:
     @app.get("/grid", response_class=HTMLResponse)
     def grid_page(
         request: Request,
+        filters: Annotated[reviews.Filters, Depends(_page_filters)],
         model_version: str | None = None,
-        decision: str | None = None,
-        min_confidence: float | None = None,
-        max_confidence: float | None = None,
-        day: date | None = None,
     ) -> Response:
         reviewer = _require_reviewer(request)
         settings: Settings = request.app.state.settings
         version = model_version or _default_version(settings)
-        filters = reviews.Filters(decision or None, min_confidence, max_confidence, day)
 
         def gather() -> dict[str, Any]:
             held = reviews.claim(settings, version, reviewer, want=GRID_BATCH, filters=filters)
@@ -270,6 +262,16 @@ def _login_page(request: Request, status: int = 200, message: str | None = None)
         "message": message,
     }
     return TEMPLATES.TemplateResponse(request, "login.html", context, status_code=status)
+
+
+def _page_filters(
+    decision: str | None = None,
+    min_confidence: float | None = None,
+    max_confidence: float | None = None,
+    day: date | None = None,
+) -> reviews.Filters:
+    """The filters a review page takes from its query string (the review and grid pages)."""
+    return reviews.Filters(decision or None, min_confidence, max_confidence, day)
 
 
 def _filter_query(version: str, filters: reviews.Filters) -> str:

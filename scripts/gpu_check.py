@@ -216,8 +216,8 @@ def throughput(segmenter: Any, args: argparse.Namespace) -> dict[str, Any]:
     print("batch  images/s  peak GiB")
     batch_size = 1
     while batch_size <= args.max_batch:
-        batch = np.random.default_rng(0).normal(size=(batch_size, 3, padded(net_h), padded(net_w)))
-        batch = batch.astype(np.float32)
+        shape = (batch_size, 3, padded(net_h), padded(net_w))
+        batch = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)  # pixels
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         segmenter.backend.predict(batch)  # warm-up (cuDNN autotuning, allocator)

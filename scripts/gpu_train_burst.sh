@@ -3,14 +3,15 @@
 # run there, with .gpu/ carried along, after scripts/gpu_burst_prepare.sh has staged it here:
 #   bash scripts/gpu_train_burst.sh [TOTAL_SECONDS]   (default 540: the whole burst ends by then)
 # 1. refuse to start without CUDA (a CPU would train 100x less in the same minutes);
-# 2. start the config's training shards (480x360 composites of the staged real cutouts, 70%,
-#    and of the procedural pieces, on the staged photos, with the listing styles), a process
+# 2. start the config's training shards (480x360 composites on the staged photos: of the
+#    staged real cutouts, 70%, and procedural pieces, with the listing styles; keep_synth_*
+#    shards procedural only, drawn as the synthetic held-out set is), a process
 #    each (the config's folders outside runs/gpu are staged ones, used as they are), and meanwhile run the whole chain for three steps on a tiny set, so that a broken
 #    step shows in seconds rather than after the synthesis; then, the GPU being idle till the
 #    shards are done, scripts/gpu_check.py on the shipped default (at most GPU_CHECK_S, default
 #    100, and never past the synthesis; 0 skips it; its end-to-end run is left out, the CPUs
 #    being busy);
-# 3. fit $CONFIG (default training/configs/unet-b3-real-v11-gpu.yaml) for what is left of
+# 3. fit $CONFIG (default training/configs/unet-b3-real-v13-gpu.yaml) for what is left of
 #    TOTAL_SECONDS after the synthesis, less RESERVE_S (default 45) for the export; the shards'
 #    seeds start at SEED_BASE (default 3001; v8-gpu's run drew 1001-1014);
 # 4. export the best checkpoint as a four-way flip-averaged fp16 version at input 480 and,
@@ -24,7 +25,7 @@ reserve_seconds=${RESERVE_S:-45}
 per_shard=${PER_SHARD:-300}
 val_count=${VAL_COUNT:-200}
 gpu_check_seconds=${GPU_CHECK_S:-100}
-config=${CONFIG:-training/configs/unet-b3-real-v11-gpu.yaml}
+config=${CONFIG:-training/configs/unet-b3-real-v13-gpu.yaml}
 seed_base=${SEED_BASE:-11001}
 work=runs/gpu
 started=$SECONDS
@@ -41,10 +42,13 @@ log() { printf '[burst %4ds] %s\n' $((SECONDS - started)) "$*"; }
 sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: not training on the CPU')"
 
 synth() {  # FOLDER COUNT SEED
+  # keep_synth_* shards are drawn as the synthetic held-out set is (procedural pieces, no
+  # listing styles), so that the old kinds keep their weight; the others are 70% real cutouts.
+  local style=(--objects .gpu/objects --cutout-share 0.7)
+  case $(basename "$1") in keep_synth_*) style=(--no-listing-styles) ;; esac
   OMP_NUM_THREADS=1 jewelcut train synth "$1" --count "$2" --width 480 --height 360 --seed "$3" \
     --backgrounds .gpu/backgrounds/hands --backgrounds .gpu/backgrounds/surfaces \
-    --objects .gpu/objects --cutout-share 0.7 --split train \
-    >"$work/logs/synth-$(basename "$1").log" 2>&1
+    "${style[@]}" --split train >"$work/logs/synth-$(basename "$1").log" 2>&1
 }
 
 rm -rf "$work" && mkdir -p "$work/logs"

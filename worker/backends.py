@@ -2,8 +2,10 @@
 (CPU). Both come from the same verified checkpoint; ONNX is exported at load time into the model
 cache, keyed by the weights' sha256, so a new model version never runs a stale graph.
 
-`predict(batch float32 [N, 3, H, W]) -> float32 [N, H, W]` probabilities (sigmoid of logits);
-H and W are multiples of 32, N is at most `batch_size` for best speed (larger works too).
+`predict(batch uint8 [N, 3, H, W]) -> float32 [N, H, W]` probabilities (sigmoid of logits):
+the batch is RGB pixels as worker.preprocess pads them, and the network normalises them itself
+(worker.normalise). H and W are multiples of 32, N is at most `batch_size` for best speed
+(larger works too).
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ def resolve_device(device: str) -> str:
 
 
 class TorchBackend:
-    """inference_mode; on CUDA channels_last and bf16 (or fp16) autocast; plain fp32 on CPU."""
+    """inference_mode; on CUDA pinned uint8 batches, channels_last and bf16 (or fp16) autocast;
+    plain fp32 on CPU."""
 
     def __init__(
         self,
@@ -111,6 +114,7 @@ class TorchBackend:
         self.network = network.to(self.device, memory_format=self.memory_format)
         self.name = f"torch-{self.device.type}"
         self.autocast_dtype = _autocast_dtype(self.device)
+        self._pinned_buffers: dict[tuple[int, ...], Any] = {}  # CUDA: per image shape
         self.batch_size = batch_size or (
             _default_torch_batch_size(self.device, card.input_size, network_passes(card))
             if cuda
@@ -121,7 +125,10 @@ class TorchBackend:
         import torch
 
         with torch.inference_mode():
-            tensor = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
+            # uint8 to the device (a quarter of float32's bytes); normalised there (Normalised).
+            tensor = torch.from_numpy(np.ascontiguousarray(pixels(batch)))
+            if self.device.type == "cuda":
+                tensor = self._pinned(tensor)
             tensor = tensor.to(self.device, non_blocking=True).contiguous(
                 memory_format=self.memory_format
             )
@@ -133,6 +140,19 @@ class TorchBackend:
             with autocast:
                 logits = self.network(tensor)
             return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+    def _pinned(self, batch: Any) -> Any:
+        """`batch` copied into page-locked memory, kept per image shape, so the copy to the
+        device is one DMA and truly asynchronous. Reused safely: predict() returns only after
+        its output came back, so the previous copy from the buffer is done."""
+        import torch
+
+        shape = tuple(batch.shape[1:])
+        buffer = self._pinned_buffers.get(shape)
+        if buffer is None or len(buffer) < len(batch):
+            buffer = torch.empty((len(batch), *shape), dtype=batch.dtype).pin_memory()
+            self._pinned_buffers[shape] = buffer
+        return buffer[: len(batch)].copy_(batch)
 
 
 def _autocast_dtype(device: Any) -> Any:
@@ -180,10 +200,15 @@ class OnnxBackend:
         self.input_name = self.session.get_inputs()[0].name
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        (logits,) = self.session.run(
-            None, {self.input_name: np.ascontiguousarray(batch, np.float32)}
-        )
+        (logits,) = self.session.run(None, {self.input_name: np.ascontiguousarray(pixels(batch))})
         return _sigmoid(logits[:, 0])
+
+
+def pixels(batch: np.ndarray) -> np.ndarray:
+    """The batch, checked to be uint8 pixels: a normalised float batch would be normalised twice."""
+    if batch.dtype != np.uint8:
+        raise TypeError(f"the network takes uint8 pixels, not {batch.dtype} (worker.preprocess)")
+    return batch
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -218,7 +243,7 @@ def onnx_cache_path(card: ModelCard, model_dir: Path, cache_dir: Path) -> Path:
     sha256 = card.weights_sha256 or _weights_sha256(model_dir, card)
     flip = {Flips.NONE: "", Flips.HORIZONTAL: "-flip", Flips.BOTH: "-flip4"}[card.test_time_flips]
     temperature = f"-t{card.logit_temperature:.6g}" if card.logit_temperature != 1.0 else ""
-    return cache_dir / "onnx" / f"{sha256}-opset{ONNX_OPSET}{flip}{temperature}.onnx"
+    return cache_dir / "onnx" / f"{sha256}-opset{ONNX_OPSET}-u8{flip}{temperature}.onnx"
 
 
 def _weights_sha256(model_dir: Path, card: ModelCard) -> str:
@@ -259,11 +284,12 @@ def _quiet_exporter() -> Iterator[None]:
         onnx_ir_log.setLevel(level)
 
 
-def trace_to_onnx(module: Any, input_size: int, path: Path) -> None:
-    """`module` as an ONNX graph at `path`: dynamic batch, height and width (multiples of 32)."""
+def trace_to_onnx(module: Any, input_size: int, path: Path, pixels: bool = False) -> None:
+    """`module` as an ONNX graph at `path`: dynamic batch, height and width (multiples of 32).
+    `pixels`: the module takes uint8 pixels (as from for_inference), not a float32 batch."""
     import torch
 
-    example = torch.zeros(1, 3, input_size, input_size)
+    example = torch.zeros(1, 3, input_size, input_size, dtype=torch.uint8 if pixels else None)
     batch = torch.export.Dim("batch", min=1, max=1024)
     height = torch.export.Dim("height_32", min=1, max=256)
     width = torch.export.Dim("width_32", min=1, max=256)
@@ -284,12 +310,13 @@ def trace_to_onnx(module: Any, input_size: int, path: Path) -> None:
 def export_onnx(model_dir: Path, card: ModelCard, path: Path) -> None:
     """Export with dynamic batch, height and width (multiples of 32); written atomically.
 
-    The bare network is exported (traced once) and the card's flips and temperature are added
-    to its graph (worker.onnx_graph): exporting the flip-averaged module traced the network once
-    per flipped copy, 4x the time for a four-way average."""
+    The bare network is exported (traced once) and the card's flips, temperature and pixel
+    normalisation are added to its graph (worker.onnx_graph): exporting the flip-averaged module
+    traced the network once per flipped copy, 4x the time for a four-way average."""
     import onnx
 
-    from worker.onnx_graph import with_flips_and_temperature
+    from worker.onnx_graph import with_flips_and_temperature, with_pixel_input
+    from worker.preprocess import normalisation
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".onnx")
@@ -300,6 +327,7 @@ def export_onnx(model_dir: Path, card: ModelCard, path: Path) -> None:
         graph = with_flips_and_temperature(
             onnx.load(temporary), _flip_dims(card), card.logit_temperature
         )
+        graph = with_pixel_input(graph, *normalisation(card.mean, card.std))
         onnx.save(graph, temporary)
         Path(temporary).with_suffix(".sha256").write_text(sha256_file(Path(temporary)) + "\n")
         # The checksum goes in first: a graph is only ever visible with its checksum beside it.

@@ -193,7 +193,7 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery's log level.")] = "INFO",
     preload: Annotated[bool, typer.Option(help="Load the active model before consuming.")] = True,
 ) -> None:
-    """Start one worker process (solo pool: no fork after CUDA init). Run one per GPU."""
+    """Start one worker process (JEWELCUT_CHUNKS_IN_FLIGHT chunks at once). Run one per GPU."""
     if gpu is not None:
         # Before torch is imported: this process sees only its own GPU, as cuda:0.
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -220,10 +220,22 @@ def worker(
     if preload:
         _preload_model(settings)
     hostname = f"gpu{gpu}@{socket.gethostname()}" if gpu is not None else None
-    argv = ["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}"]
+    argv = ["worker", *_pool_options(settings), f"--queues={queues}"]
     argv += [f"--loglevel={loglevel}", "--without-gossip", "--without-mingle", "--task-events"]
     argv += [f"--hostname={hostname}"] if hostname else []
     app.worker_main(argv)
+
+
+def _pool_options(settings: Settings) -> list[str]:
+    """One chunk at a time: the solo pool. More: threads of this one process, sharing its model
+    and CPU-stage processes, so that a chunk's claim, reads and last writes run while another's
+    batches keep the accelerator busy (no fork after CUDA init either way)."""
+    from worker.backends import resolve_device
+
+    in_flight = settings.chunks_in_flight or (2 if resolve_device(settings.device) == "cuda" else 1)
+    if in_flight == 1:
+        return ["--pool=solo", "--concurrency=1"]
+    return ["--pool=threads", f"--concurrency={in_flight}"]
 
 
 def _preload_model(settings: Settings) -> None:

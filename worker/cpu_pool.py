@@ -28,6 +28,7 @@ import os
 import pickle
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -60,13 +61,14 @@ class SharedSlots:
     large arrays: the network input (written there by preprocessing), the probability map
     (written by the main process for cleanup) and the reduced photo bounded to what a person is
     shown (kept from decoding for the preview of a rejected photo, which is not decoded again).
-    Pickled through a pipe, those 4 MB a photo at input 480 cost over 10 ms of CPU at the two
-    ends: more than decoding. An anonymous shared mapping, made before the processes are forked:
-    nothing to name or clean up, and no /dev/shm (64 MB in a container)."""
+    Pickled through a pipe, they cost over 10 ms of CPU a photo at the two ends (measured when
+    the input was float32: 4 MB a photo at input 480), more than decoding. An anonymous shared
+    mapping, made before the processes are forked: nothing to name or clean up, and no /dev/shm
+    (64 MB in a container)."""
 
     def __init__(self, count: int, input_size: int) -> None:
         sizes = {  # region: (dtype, most elements)
-            "tensor": (np.float32, 3 * input_size * input_size),
+            "tensor": (np.uint8, 3 * input_size * input_size),
             "probability": (np.float32, input_size * input_size),
             "shown": (np.uint8, 3 * PREVIEW_MAX_SIDE * PREVIEW_MAX_SIDE),
         }
@@ -118,10 +120,17 @@ class CpuPool:
         self.processes: list[multiprocessing.process.BaseProcess] = []
         self.idle: queue.SimpleQueue[Connection] = queue.SimpleQueue()
         self.connections: list[Connection] = []
+        # Linux sends the death signal when the forking THREAD ends, not its process: forked
+        # from another thread (a Celery threads-pool worker loading the model in its first
+        # chunk), the processes would be killed with it. There the pipe's EOF ends them.
+        die_with_parent = threading.current_thread() is threading.main_thread()
         for _ in range(workers):
             ours, theirs = context.Pipe()
             process = context.Process(
-                target=_serve, args=(theirs, stages, self.slots), name="jewelcut-cpu", daemon=True
+                target=_serve,
+                args=(theirs, stages, self.slots, die_with_parent),
+                name="jewelcut-cpu",
+                daemon=True,
             )
             process.start()
             theirs.close()
@@ -234,10 +243,12 @@ class CpuPool:
             multiprocessing.connection.wait(alive, timeout=0.05)
 
 
-def _serve(connection: Connection, stages: CpuStages, slots: SharedSlots) -> None:
+def _serve(
+    connection: Connection, stages: CpuStages, slots: SharedSlots, die_with_parent: bool
+) -> None:
     """A CPU-stage process: calls from its pipe until told to stop (None) or the pipe closes.
     An exception other than a photo's own failure goes back to be raised in the caller."""
-    _start(stages, slots)
+    _start(stages, slots, die_with_parent)
     while True:
         try:
             call = connection.recv()
@@ -256,13 +267,14 @@ def _serve(connection: Connection, stages: CpuStages, slots: SharedSlots) -> Non
             connection.send(("raised", RuntimeError(repr(reply[1]))))
 
 
-def _start(stages: CpuStages, slots: SharedSlots) -> None:
+def _start(stages: CpuStages, slots: SharedSlots, die_with_parent: bool) -> None:
     global _stages, _slots
     _stages, _slots = stages, slots
     keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    with contextlib.suppress(OSError, AttributeError):  # die with the parent, even killed outright
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if die_with_parent:  # even killed outright, in the middle of a call
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _prepare(data: bytes, slot: int | None) -> tuple[Any, ...]:

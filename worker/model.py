@@ -47,8 +47,11 @@ def load_network(directory: Path, card: ModelCard | None = None) -> Any:
 
 
 def for_inference(network: Any, card: ModelCard, flips_in_one_batch: bool = False) -> Any:
-    """The network as the card runs it: flip-averaged when the card says so (the flips as one
-    batch with `flips_in_one_batch`, for a GPU), its logits divided by the card's temperature."""
+    """The network as the card runs it: on uint8 pixels, normalised with the card's mean/std
+    (worker.normalise); flip-averaged when the card says so (the flips as one batch with
+    `flips_in_one_batch`, for a GPU); its logits divided by the card's temperature."""
+    from worker.normalise import Normalised
+
     if card.test_time_flips != Flips.NONE:
         from worker.flip import FlipAveraged
 
@@ -58,7 +61,7 @@ def for_inference(network: Any, card: ModelCard, flips_in_one_batch: bool = Fals
         from worker.temperature import TemperatureScaled
 
         network = TemperatureScaled(network, card.logit_temperature)
-    return network
+    return Normalised(network, card.mean, card.std)
 
 
 def save_network(

@@ -1,11 +1,14 @@
-"""Test-time flips and the temperature, added to the ONNX graph of the bare network.
+"""Test-time flips, the temperature and the normalisation of uint8 pixels, added to the ONNX
+graph of the bare network.
 
 Exporting the flip-averaged module itself traces and translates the network once per copy (four
 times for a four-way average: most of the minute a first run spent exporting). Instead the bare
 network is exported once and its nodes are repeated here, one copy per flipped input, all
 reading the same weights; then the same arithmetic as worker.flip.FlipAveraged and
 worker.temperature.TemperatureScaled, in the same order: the sum of the copies (each flipped
-back), divided by their count, divided by the temperature.
+back), divided by their count, divided by the temperature. In front of it all, as
+worker.normalise.Normalised does: the uint8 input cast to float32, times a scale plus an offset
+per channel.
 """
 
 from __future__ import annotations
@@ -55,6 +58,35 @@ def with_flips_and_temperature(
     graph.node.extend(nodes)
     graph.initializer.extend(constants)
     del graph.value_info[:]  # the intermediate names changed; ONNX Runtime infers shapes
+    return model
+
+
+def with_pixel_input(
+    model: onnx.ModelProto, scale: np.ndarray, offset: np.ndarray
+) -> onnx.ModelProto:
+    """`model`, whose one input is a normalised float32 batch (N, 3, H, W), taking uint8 pixels
+    under the same name instead: input * scale + offset per channel, in float32."""
+    graph = model.graph
+    (image,) = graph.input
+    normalised = f"{image.name}__normalised"
+    for node in graph.node:
+        inputs = [normalised if name == image.name else name for name in node.input]
+        del node.input[:]
+        node.input.extend(inputs)
+    constants = [
+        numpy_helper.from_array(scale.astype(np.float32).reshape(1, 3, 1, 1), "pixel_scale"),
+        numpy_helper.from_array(offset.astype(np.float32).reshape(1, 3, 1, 1), "pixel_offset"),
+    ]
+    nodes = [
+        helper.make_node("Cast", [image.name], [f"{image.name}__float"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("Mul", [f"{image.name}__float", "pixel_scale"], [f"{image.name}__scaled"]),
+        helper.make_node("Add", [f"{image.name}__scaled", "pixel_offset"], [normalised]),
+    ]
+    image.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    body = list(graph.node)
+    del graph.node[:]
+    graph.node.extend([*nodes, *body])
+    graph.initializer.extend(constants)
     return model
 
 

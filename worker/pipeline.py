@@ -13,6 +13,7 @@ import contextvars
 import copy
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -118,6 +119,8 @@ class Segmenter:
         limits = photo_limits(self.card.input_size, max_pixels, min_side)
         self.stages = CpuStages(self.preprocess, limits)
         self._backend: InferenceBackend | None = None
+        # One batch on the accelerator at a time, whichever chunk's stream it comes from.
+        self._infer_lock = threading.Lock()
         self._gate: GateThresholds | None = None
         self._cpu_pool: CpuPool | None = None
 
@@ -202,7 +205,8 @@ class Segmenter:
     def infer(self, prepared: list[PreparedImage]) -> list[np.ndarray]:
         """Probabilities at network resolution for images of the same padded shape."""
         batch = np.stack([item.tensor for item in prepared])
-        probabilities = self.load().predict(batch)
+        with self._infer_lock:
+            probabilities = self.load().predict(batch)
         return [crop_to_image(p, item) for p, item in zip(probabilities, prepared, strict=True)]
 
     def finish(self, probability: np.ndarray) -> Prediction:

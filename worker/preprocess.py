@@ -1,10 +1,12 @@
 """Photo -> network input and back.
 
-The photo is resized so its longer side is the card's `input_size` (aspect kept), normalised
-with the card's mean/std and padded at the bottom and right to a multiple of 32 (the Unet's
-stride): the shorter side to one of a few buckets (SHORT_SIDE_BUCKETS), so there are few
-shapes. The network's output is cropped back to the resized photo ("network resolution"):
-cleanup and the gate work there; only the cutout's alpha goes up to the photo's full size.
+The photo is resized so its longer side is the card's `input_size` (aspect kept) and padded
+at the bottom and right to a multiple of 32 (the Unet's stride): the shorter side to one of a
+few buckets (SHORT_SIDE_BUCKETS), so there are few shapes. The network's input stays uint8:
+the network normalises it with the card's mean/std itself (worker.normalise), and the padding
+is the mean colour, which normalises to ~0. The network's output is cropped back to the
+resized photo ("network resolution"): cleanup and the gate work there; only the cutout's alpha
+goes up to the photo's full size.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ TensorPlace = Callable[[tuple[int, int, int]], np.ndarray]
 
 @dataclass(frozen=True)
 class PreparedImage:
-    tensor: np.ndarray  # float32 (3, padded_h, padded_w), normalised
+    tensor: np.ndarray  # uint8 RGB (3, padded_h, padded_w): pixels, padded with the mean colour
     height: int  # resized photo inside the tensor (network resolution)
     width: int
 
@@ -58,8 +60,17 @@ def bucketed(size: int, input_size: int) -> int:
     return padded(size)
 
 
+def normalisation(
+    mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (scale, offset) per channel: (x/255 - mean) / std as one multiply-add."""
+    std_array = np.asarray(std, np.float32)
+    scale = (1.0 / (255.0 * std_array)).astype(np.float32)
+    return scale, (-np.asarray(mean, np.float32) / std_array).astype(np.float32)
+
+
 class Preprocessor:
-    """Resizes, normalises and pads RGB uint8 photos for one model card."""
+    """Resizes and pads RGB uint8 photos for one model card."""
 
     def __init__(
         self,
@@ -70,10 +81,7 @@ class Preprocessor:
         if input_size % STRIDE:
             raise ValueError(f"input_size {input_size} is not a multiple of {STRIDE}")
         self.input_size = input_size
-        # x/255 - mean) / std folded into one multiply-add per pixel.
-        std_array = np.asarray(std, np.float32)
-        self._scale = (1.0 / (255.0 * std_array)).astype(np.float32)
-        self._offset = (-np.asarray(mean, np.float32) / std_array).astype(np.float32)
+        self.padding = tuple(round(255.0 * channel) for channel in mean)
 
     def __call__(
         self,
@@ -90,17 +98,12 @@ class Preprocessor:
         resized = cv2.resize(rgb, (width, height), interpolation=interpolation)
         size = self.input_size
         shape = (3, bucketed(height, size), bucketed(width, size))
-        if place is None:
-            tensor = np.zeros(shape, np.float32)
-        else:
-            tensor = place(shape)
-            tensor[:, height:] = 0  # the padding
-            tensor[:, :height, width:] = 0
-        # Plane by plane, straight into the tensor: no temporaries, no transposed copy (5x).
+        tensor = np.empty(shape, np.uint8) if place is None else place(shape)
         for channel, plane in enumerate(cv2.split(resized)):
-            out = tensor[channel, :height, :width]
-            np.multiply(plane, self._scale[channel], out=out, dtype=np.float32)
-            out += self._offset[channel]
+            out = tensor[channel]
+            out[:height, :width] = plane
+            out[height:] = self.padding[channel]
+            out[:height, width:] = self.padding[channel]
         return PreparedImage(tensor, height, width)
 
 

@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from flow import Flow
 
 from jewelcut.settings import Settings
@@ -47,3 +48,45 @@ def test_worker_process_consumes_chunks_and_logs_them(
     assert len(finished) == 1
     assert finished[0]["chunk_id"] and finished[0]["done"] == len(batch)
     assert finished[0]["model_version"] == rows[0].model_version
+
+
+def test_worker_with_two_chunks_in_flight_records_every_image_once(
+    distributed_settings: Settings,
+    photos: Callable[[int], dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """JEWELCUT_CHUNKS_IN_FLIGHT=2 (the default on CUDA): a threads pool of two, sharing one
+    model; three chunks queued up front, so two run at once."""
+    from jewelcut.settings import reset_settings_cache
+
+    monkeypatch.setenv("JEWELCUT_CHUNK_SIZE", "2")
+    reset_settings_cache()
+    flow = Flow(distributed_settings)
+    batch = photos(6)
+    flow.register(flow.put_photos(batch))
+    flow.enqueue(list(batch))
+
+    environment = os.environ | {"JEWELCUT_LOG_JSON": "true", "JEWELCUT_CHUNKS_IN_FLIGHT": "2"}
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log_file:
+        worker = subprocess.Popen(
+            [shutil.which("jewelcut") or "jewelcut", "worker", "--device", "cpu"],
+            env=environment,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            rows = flow.wait_until_finished(len(batch), timeout_s=300)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            exit_code = worker.wait(timeout=60)
+    assert sorted(row.image_id for row in rows) == sorted(batch)
+    assert all(row.status == "done" for row in rows)
+    assert exit_code == 0
+    output = log_path.read_text()
+    assert "concurrency: 2 (thread)" in output, "the threads pool, two at once"
+    records = [json.loads(line) for line in output.splitlines() if line[:1] == "{"]
+    finished = [record for record in records if record["msg"] == "chunk finished"]
+    assert len({record["chunk_id"] for record in finished}) == len(finished) == 3
+    assert sum(record["done"] for record in finished) == len(batch)

@@ -14,10 +14,22 @@ from worker import backends
 from worker.backends import OnnxBackend, make_backend, onnx_cache_path
 from worker.model import load_network
 from worker.pipeline import Segmenter
+from worker.preprocess import normalisation
 
 # fp32 in both; ORT fuses and reorders kernels, so sums differ in the last bits. Measured on
 # this checkpoint: about 1e-6. A real disagreement (wrong normalisation, layout, weights) is >0.1.
 MAX_PROBABILITY_DIFFERENCE = 1e-4
+
+
+def pixel_batch(seed: int, shape: tuple[int, ...] = (2, 3, 64, 96)) -> np.ndarray:
+    """Random uint8 pixels (N, 3, H, W): what the backends take."""
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def normalised(batch: np.ndarray, card: ModelCard) -> np.ndarray:
+    """The batch as the bare network takes it: normalised float32, done here by hand."""
+    scale, offset = normalisation(card.mean, card.std)
+    return (batch * scale[:, None, None] + offset[:, None, None]).astype(np.float32)
 
 
 def test_onnx_and_torch_agree(
@@ -42,12 +54,21 @@ def test_onnx_and_torch_agree(
 
 
 def test_onnx_handles_any_batch_and_shape(onnx_segmenter: Segmenter) -> None:
-    rng = np.random.default_rng(0)
-    for shape in [(1, 3, 64, 96), (5, 3, 128, 32)]:
-        probabilities = onnx_segmenter.backend.predict(rng.normal(size=shape).astype(np.float32))
+    for seed, shape in enumerate([(1, 3, 64, 96), (5, 3, 128, 32)]):
+        probabilities = onnx_segmenter.backend.predict(pixel_batch(seed, shape))
         assert probabilities.shape == (shape[0], shape[2], shape[3])
         assert probabilities.dtype == np.float32
         assert probabilities.min() >= 0.0 and probabilities.max() <= 1.0
+
+
+def test_a_normalised_float_batch_is_refused(
+    onnx_segmenter: Segmenter, torch_segmenter: Segmenter
+) -> None:
+    """The network normalises its pixels itself: a float batch would be normalised twice."""
+    floats = normalised(pixel_batch(3), onnx_segmenter.card)
+    for segmenter in (onnx_segmenter, torch_segmenter):
+        with pytest.raises(TypeError, match="uint8 pixels"):
+            segmenter.backend.predict(floats)
 
 
 def test_cached_graph_is_reused(
@@ -91,7 +112,7 @@ def test_corrupt_cached_graph_is_deleted_and_exported_again(
     monkeypatch.setattr(backends, "export_onnx", export_copy)
     backend = OnnxBackend(card, model_dir, cache, threads=1)
     assert exports == [cached]
-    assert backend.predict(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 64, 64)
+    assert backend.predict(np.zeros((1, 3, 64, 64), np.uint8)).shape == (1, 64, 64)
 
 
 def test_tampered_weights_are_refused_even_with_a_cached_graph(
@@ -152,10 +173,10 @@ def test_flip_averaged_version_is_flip_symmetric_in_both_backends(
 
     plain = version_with(model_dir, tmp_path, test_time_flips=Flips.NONE, logit_temperature=1.0)
     flipped = version_with(model_dir, tmp_path, test_time_flips=flips, logit_temperature=1.0)
-    batch = np.random.default_rng(1).normal(size=(2, 3, 64, 96)).astype(np.float32)
+    batch = pixel_batch(1)
     network = load_network(plain)
     with torch.inference_mode():
-        x = torch.from_numpy(batch)
+        x = torch.from_numpy(normalised(batch, ModelCard.read(plain)))
         logits = [network(x)] + [network(x.flip(d)).flip(d) for d in FLIPPED_COPIES[flips]]
         expected = torch.sigmoid(sum(logits) / len(logits))[:, 0].numpy()
     card = ModelCard.read(flipped)
@@ -195,9 +216,9 @@ def test_a_tempered_version_divides_its_logits_in_both_backends(
 
     plain = version_with(model_dir, tmp_path, test_time_flips=Flips.NONE, logit_temperature=1.0)
     tempered = version_with(model_dir, tmp_path, test_time_flips=Flips.NONE, logit_temperature=1.5)
-    batch = np.random.default_rng(2).normal(size=(2, 3, 64, 96)).astype(np.float32)
+    batch = pixel_batch(2)
     with torch.inference_mode():
-        logits = load_network(plain)(torch.from_numpy(batch))
+        logits = load_network(plain)(torch.from_numpy(normalised(batch, ModelCard.read(plain))))
     expected = torch.sigmoid(logits / 1.5)[:, 0].numpy()
     card = ModelCard.read(tempered)
     for name in ("torch", "onnx"):

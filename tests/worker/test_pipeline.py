@@ -3,6 +3,7 @@ processed; outcomes, timings and artifacts are complete; memory is bounded by a 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -292,6 +293,27 @@ def test_cpu_stage_processes_decide_with_the_gate_of_the_moment(
         pooled.close()
     assert all(decision == "rejected" for decision, _ in by_gate[1.01].values())
     assert by_gate[0.0] != by_gate[1.01]  # the gate decided, not the card's
+
+
+def test_cpu_stage_processes_outlive_the_thread_that_started_them(
+    model_dir: Path, model_cache_dir: Path, photo_bytes: Callable[..., bytes]
+) -> None:
+    """A Celery threads-pool worker (two chunks in flight) loads the model inside its first
+    chunk, in a pool thread: the processes must not die with that thread (Linux's death signal
+    follows the forking thread). Were they killed, the pool would take this process down."""
+    pooled = pooled_segmenter(model_dir, model_cache_dir, cpu_workers=1)
+    loader = threading.Thread(target=pooled.load)
+    loader.start()
+    loader.join()
+    photos = {f"photo-{i}": photo_bytes(96, 64 + 8 * i) for i in range(3)}
+    writer = Writer(render_nothing, lambda _key, _rendered: {})
+    try:
+        stream = process_stream(pooled, list(photos), photos.__getitem__, writer, io_threads=2)
+        assert [outcome.status for outcome in stream] == ["done"] * len(photos)
+        assert pooled.cpu_pool is not None
+        assert all(process.is_alive() for process in pooled.cpu_pool.processes)
+    finally:
+        pooled.close()
 
 
 def test_cpu_stage_processes_render_what_the_process_does_and_hand_back_every_slot(

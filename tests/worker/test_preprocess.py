@@ -1,4 +1,5 @@
-"""Resize keeping the aspect, pad to a bucket (a multiple of 32), normalise, and crop back."""
+"""Resize keeping the aspect, pad to a bucket (a multiple of 32) with the mean colour, crop back;
+the normalisation the network applies to those pixels."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import numpy as np
 import pytest
 
 from jewelcut.modelcard import IMAGENET_MEAN, IMAGENET_STD
-from worker.preprocess import SHORT_SIDE_BUCKETS, Preprocessor, crop_to_image, network_size
+from worker.preprocess import (
+    SHORT_SIDE_BUCKETS,
+    Preprocessor,
+    crop_to_image,
+    network_size,
+    normalisation,
+)
 
 
 @pytest.mark.parametrize(
@@ -26,19 +33,24 @@ def test_long_side_becomes_input_size_and_pads_to_a_bucket(
     prepared = Preprocessor(320, IMAGENET_MEAN, IMAGENET_STD)(np.zeros((*photo, 3), np.uint8))
     assert (prepared.height, prepared.width) == expected
     assert prepared.tensor.shape == (3, *padded)
-    assert prepared.tensor.dtype == np.float32
+    assert prepared.tensor.dtype == np.uint8, "pixels: the network normalises them itself"
 
 
 def test_normalisation_uses_the_cards_mean_and_std() -> None:
-    rgb = np.full((64, 64, 3), (255, 128, 0), np.uint8)
-    prepared = Preprocessor(64, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0))(rgb)
+    scale, offset = normalisation((0.5, 0.5, 0.5), (0.25, 0.5, 1.0))
+    pixels = np.array([255, 128, 0], np.float32)
     expected = [(1.0 - 0.5) / 0.25, (128 / 255 - 0.5) / 0.5, (0.0 - 0.5) / 1.0]
-    assert np.allclose(prepared.tensor[:, 10, 10], expected, atol=1e-6)
+    assert np.allclose(pixels * scale + offset, expected, atol=1e-6)
 
 
-def test_padding_is_zero_and_cropped_back() -> None:
-    prepared = Preprocessor(320, IMAGENET_MEAN, IMAGENET_STD)(np.full((600, 800, 3), 200, np.uint8))
-    assert not prepared.tensor[:, 240:, :].any()
+def test_pixels_are_kept_and_padding_is_the_mean_colour_cropped_back() -> None:
+    rgb = np.full((600, 800, 3), (200, 30, 90), np.uint8)
+    prepared = Preprocessor(320, IMAGENET_MEAN, IMAGENET_STD)(rgb)
+    assert (prepared.tensor[:, :240, :] == np.array([200, 30, 90])[:, None, None]).all()
+    padding = prepared.tensor[:, 240:, :].reshape(3, -1)
+    scale, offset = normalisation(IMAGENET_MEAN, IMAGENET_STD)
+    normalised_padding = padding * scale[:, None] + offset[:, None]
+    assert np.abs(normalised_padding).max() < 0.01, "the mean colour: ~0 once normalised"
     output = np.zeros(prepared.padded_shape, np.float32)
     output[:240, :320] = 1.0
     cropped = crop_to_image(output, prepared)
