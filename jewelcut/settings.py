@@ -73,11 +73,12 @@ class Settings(BaseSettings):
 
     # --- queue ---------------------------------------------------------------------------------
     chunk_size: int = Field(128, description="Image IDs per task message.")
-    chunks_in_flight: int | None = Field(
-        None,
+    chunks_in_flight: int = Field(
+        1,
         ge=1,
         description="Chunks a worker runs at once, so that one's claim, reads and last writes "
-        "overlap another's inference; unset: 2 on CUDA, 1 on CPU.",
+        "overlap another's inference (2 keeps a GPU busy between chunks; see docs/architecture.md "
+        "for why 1 is still the default).",
     )
     visibility_timeout_s: int = Field(7200, description="Above the slowest chunk.")
     processing_timeout_s: int = Field(1800, description="Reaper re-enqueues rows stuck longer.")

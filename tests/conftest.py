@@ -294,6 +294,9 @@ def _common_environment(data_dir: Path, models_dir: Path, cache_dir: Path) -> di
         "JEWELCUT_IO_THREADS": "4",
         "JEWELCUT_CHUNK_SIZE": "8",
         "JEWELCUT_LOG_LEVEL": "WARNING",
+        # The workers' chunks at once: JEWELCUT_TEST_CHUNKS_IN_FLIGHT=2 runs the worker
+        # processes of the fault tests two chunks at once (docs/architecture.md).
+        "JEWELCUT_CHUNKS_IN_FLIGHT": os.environ.get("JEWELCUT_TEST_CHUNKS_IN_FLIGHT", "1"),
     }
 
 

@@ -13,7 +13,8 @@ broker. The order makes redelivery and concurrent delivery safe:
 3. then the retried images (an earlier delivery started them and never recorded a result: its
    process may have died on one of them) one at a time, each counting its attempt just before
    it runs and recorded just after, so a poison image that kills the process takes down only
-   itself, and ends failed after max_attempts while the rest of its chunk completes. A retried
+   itself, and ends failed after max_attempts while the rest of its chunk completes (with
+   chunks in flight, nothing else of this process runs meanwhile: RETRIED_ALONE). A retried
    image that waited past the processing timeout for its turn may have been sent again by the
    reaper meanwhile: it is taken back and counted all the same (it never runs uncounted), unless
    another delivery has claimed or finished it, and then it is skipped here.
@@ -25,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -111,13 +113,16 @@ def run_chunk(
         segmenter = with_database_retries(lambda: gated(segmenter, model_version, settings))
         # One claim time for every try: a retry re-takes the rows of a commit it did not see.
         claimed_at = utcnow()
-        claim = with_database_retries(
-            lambda: claim_chunk(image_ids, model_version, settings, claimed_at=claimed_at)
-        )
+        with RETRIED_ALONE.shared():  # the claim and the first-time images: beside other chunks
+            claim = with_database_retries(
+                lambda: claim_chunk(image_ids, model_version, settings, claimed_at=claimed_at)
+            )
+            outcomes = segment_fresh(segmenter, claim, model_version, settings)
+        outcomes += segment_retried(segmenter, claim, model_version, settings)
         summary.claimed, summary.retried = len(claim.sources), len(claim.retried)
         summary.skipped = len(set(image_ids)) - len(claim.sources) - len(claim.gave_up)
         _count_gave_up(summary, claim.gave_up)
-        _count(summary, segment_claim(segmenter, claim, model_version, settings))
+        _count(summary, outcomes)
         summary.seconds = time.perf_counter() - started
         metrics.CHUNK_SECONDS.observe(summary.seconds)
         metrics.CHUNKS.labels("processed" if summary.claimed else "skipped").inc()
@@ -127,23 +132,75 @@ def run_chunk(
     return summary
 
 
-def segment_claim(
+def segment_fresh(
     segmenter: Segmenter, claim: Claim, model_version: str, settings: Settings
 ) -> list[ImageOutcome]:
-    """The first-time images as one stream, then each retried image alone; every outcome is
-    recorded as soon as its stream ends."""
+    """The first-time images as one stream, recorded as soon as it ends."""
     outcomes: list[ImageOutcome] = []
     process = partial(_process_and_record, segmenter, model_version, settings, outcomes)
     process({image_id: claim.sources[image_id] for image_id in claim.fresh})
-    for image_id in claim.retried:
-        count = partial(count_attempt, image_id, model_version, settings, claim.claimed_at)
-        if with_database_retries(count):
-            process({image_id: claim.sources[image_id]})
-        else:
-            log.info(
-                "retried image skipped: claimed or finished elsewhere", extra={"image_id": image_id}
-            )
     return outcomes
+
+
+def segment_retried(
+    segmenter: Segmenter, claim: Claim, model_version: str, settings: Settings
+) -> list[ImageOutcome]:
+    """Each retried image alone, in this process too (RETRIED_ALONE), recorded at once."""
+    outcomes: list[ImageOutcome] = []
+    process = partial(_process_and_record, segmenter, model_version, settings, outcomes)
+    for image_id in claim.retried:
+        with RETRIED_ALONE.exclusive():
+            count = partial(count_attempt, image_id, model_version, settings, claim.claimed_at)
+            if with_database_retries(count):
+                process({image_id: claim.sources[image_id]})
+            else:
+                log.info(
+                    "retried image skipped: claimed or finished elsewhere",
+                    extra={"image_id": image_id},
+                )
+    return outcomes
+
+
+class AloneLock:
+    """Shared by the chunks a worker runs at once (chunks_in_flight), exclusive for a retried
+    image: a poison image that kills the process must take down only itself, so while a retried
+    image runs, no other chunk of this process claims or streams anything. Waiting exclusive
+    holders go first, so the retried images are not starved by a stream of fresh chunks."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._sharing = 0
+        self._exclusive = False
+        self._waiting_exclusive = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: not self._exclusive and not self._waiting_exclusive)
+            self._sharing += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._sharing -= 1
+                self._condition.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._condition:
+            self._waiting_exclusive += 1
+            self._condition.wait_for(lambda: not self._exclusive and not self._sharing)
+            self._waiting_exclusive -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._exclusive = False
+                self._condition.notify_all()
+
+
+RETRIED_ALONE = AloneLock()
 
 
 def _process_and_record(

@@ -230,12 +230,9 @@ def _pool_options(settings: Settings) -> list[str]:
     """One chunk at a time: the solo pool. More: threads of this one process, sharing its model
     and CPU-stage processes, so that a chunk's claim, reads and last writes run while another's
     batches keep the accelerator busy (no fork after CUDA init either way)."""
-    from worker.backends import resolve_device
-
-    in_flight = settings.chunks_in_flight or (2 if resolve_device(settings.device) == "cuda" else 1)
-    if in_flight == 1:
+    if settings.chunks_in_flight == 1:
         return ["--pool=solo", "--concurrency=1"]
-    return ["--pool=threads", f"--concurrency={in_flight}"]
+    return ["--pool=threads", f"--concurrency={settings.chunks_in_flight}"]
 
 
 def _preload_model(settings: Settings) -> None:

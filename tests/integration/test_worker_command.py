@@ -56,8 +56,8 @@ def test_worker_with_two_chunks_in_flight_records_every_image_once(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """JEWELCUT_CHUNKS_IN_FLIGHT=2 (the default on CUDA): a threads pool of two, sharing one
-    model; three chunks queued up front, so two run at once."""
+    """JEWELCUT_CHUNKS_IN_FLIGHT=2: a threads pool of two, sharing one model; three chunks
+    queued up front, so two run at once."""
     from jewelcut.settings import reset_settings_cache
 
     monkeypatch.setenv("JEWELCUT_CHUNK_SIZE", "2")

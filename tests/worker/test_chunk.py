@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ from jewelcut.registry import active_model_version, ensure_registered
 from jewelcut.settings import Settings
 from jewelcut.storage import cutout_key, get_storage, mask_key, preview_key, probability_key
 from worker.chunk import (
+    AloneLock,
     claim_chunk,
     claim_images,
     get_segmenter,
@@ -255,3 +257,46 @@ def test_accepted_images_get_a_full_size_cutout_and_a_preview(
     # no cutout, the person sees the photo; the mask is kept for the reviewer all the same
     assert set(rejected) == {"preview_uri", "mask_uri", "probability_uri"}
     assert not storage.exists(cutout_key("v1", "img-r"))
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "state not reached"
+        time.sleep(0.01)
+
+
+def test_a_retried_image_runs_alone_among_the_chunks_in_flight() -> None:
+    """AloneLock: an exclusive holder (a retried image) waits for the chunks streaming beside
+    it, and a chunk arriving while it waits goes after it, not before."""
+    lock = AloneLock()
+    order: list[str] = []
+    release_first = threading.Event()
+
+    def streaming() -> None:
+        with lock.shared():
+            order.append("first chunk")
+            release_first.wait()
+
+    def retried() -> None:
+        with lock.exclusive():
+            order.append("retried image")
+
+    def next_chunk() -> None:
+        with lock.shared():
+            order.append("next chunk")
+
+    threads = [threading.Thread(target=streaming)]
+    threads[0].start()
+    wait_until(lambda: order == ["first chunk"])
+    threads.append(threading.Thread(target=retried))
+    threads[1].start()
+    wait_until(lambda: lock._waiting_exclusive == 1)
+    threads.append(threading.Thread(target=next_chunk))
+    threads[2].start()
+    wait_until(lambda: len(lock._condition._waiters) == 2)  # type: ignore[attr-defined]
+    assert order == ["first chunk"], "both wait: the retried image, and the chunk behind it"
+    release_first.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert order == ["first chunk", "retried image", "next chunk"]
