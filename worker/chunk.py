@@ -137,8 +137,8 @@ def segment_fresh(
 ) -> list[ImageOutcome]:
     """The first-time images as one stream, recorded as soon as it ends."""
     outcomes: list[ImageOutcome] = []
-    process = partial(_process_and_record, segmenter, model_version, settings, outcomes)
-    process({image_id: claim.sources[image_id] for image_id in claim.fresh})
+    fresh = {image_id: claim.sources[image_id] for image_id in claim.fresh}
+    _process_and_record(segmenter, model_version, settings, outcomes, fresh)
     return outcomes
 
 
