@@ -112,6 +112,7 @@ def configure(database_url: str, redis_url: str, s3_url: str, args: argparse.Nam
             "JEWELCUT_S3_BUCKET": bucket,
             "JEWELCUT_SOURCE_BUCKETS": f'["{bucket}"]',
             "JEWELCUT_CHUNK_SIZE": str(args.chunk_size),
+            "JEWELCUT_CHUNKS_IN_FLIGHT": "2",  # sizes the S3 connection pool for both runs
             "JEWELCUT_DEVICE": "cpu",
             "JEWELCUT_LOG_LEVEL": "WARNING",
         }

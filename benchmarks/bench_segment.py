@@ -8,7 +8,7 @@
 2. the folder CLI (`jewelcut segment`, a subprocess, ONNX Runtime) end to end on 200 generated
    800x600 JPEG photos, with --all by default (a cutout PNG for every photo: the worst case):
    its images/s (from its summary) and the ratio to model-only ORT throughput, against the
-   target 0.85 (decode, cleanup, encode and writes hidden behind inference). The ratio is
+   target 0.9 (issue 19; decode, cleanup, encode and writes hidden behind inference). The ratio is
    printed twice: by wall clock, and by CPU time per image (all threads; the CLI's start-up
    and model load taken out by subtracting a 20-photo run), which stays meaningful when other
    work shares the cores, as it does on the 2-core development machine;
@@ -40,7 +40,7 @@ import numpy as np
 if TYPE_CHECKING:
     from worker.pipeline import Segmenter
 
-TARGET_RATIO = 0.85
+TARGET_RATIO = 0.9
 SMALL_RUN = 20  # photos in the run whose CPU time is subtracted (start-up, model load)
 DEFAULT_SIZES = (256, 320, 384, 448, 512)
 

@@ -77,8 +77,7 @@ class Settings(BaseSettings):
         1,
         ge=1,
         description="Chunks a worker runs at once, so that one's claim, reads and last writes "
-        "overlap another's inference (2 keeps a GPU busy between chunks; see docs/architecture.md "
-        "for why 1 is still the default).",
+        "overlap another's inference (2 keeps a GPU busy between chunks).",
     )
     visibility_timeout_s: int = Field(7200, description="Above the slowest chunk.")
     processing_timeout_s: int = Field(1800, description="Reaper re-enqueues rows stuck longer.")

@@ -204,7 +204,8 @@ def _make_s3_client(settings: Settings, access_key: str | None, secret_key: str 
     config = Config(
         s3={"addressing_style": "path"},
         retries={"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS},
-        max_pool_connections=max(10, settings.io_threads * 2),
+        # Every chunk in flight has its own I/O threads, each reading and writing at once.
+        max_pool_connections=max(10, settings.io_threads * 2 * settings.chunks_in_flight),
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         connect_timeout=5,

@@ -53,9 +53,14 @@ def free_port() -> int:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with a TCP reset, as a dying server's kernel would."""
+    """Close with a TCP reset, as a dying server's kernel would. shutdown() first: close() alone
+    leaves the connection open while a pump thread is blocked reading it, and then the server
+    side of a cut connection lived on (a claim's transaction with it, holding its row locks
+    against the claim retried on a new connection: a chunk waited for ever)."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
 

@@ -50,7 +50,8 @@ def test_s3_client_is_shared_and_configured_for_any_s3_server(
     config = client.meta.config
     assert config.s3["addressing_style"] == "path"
     assert config.retries["mode"] == "standard"
-    assert config.max_pool_connections >= distributed_settings.io_threads
+    in_flight = distributed_settings.chunks_in_flight
+    assert config.max_pool_connections >= distributed_settings.io_threads * in_flight
     assert config.request_checksum_calculation == "when_required"
     assert config.response_checksum_validation == "when_required"
 
