@@ -35,7 +35,7 @@ def export_whole_module(model_dir: Path, card: object, path: Path) -> None:
     from worker.model import for_inference, load_network
 
     network = for_inference(load_network(model_dir, card), card)
-    trace_to_onnx(network, card.input_size, path, pixels=True)  # type: ignore[attr-defined]
+    trace_to_onnx(network, card.input_size, path, uint8_input=True)  # type: ignore[attr-defined]
 
 
 def timed(action: object) -> float:

@@ -284,12 +284,12 @@ def _quiet_exporter() -> Iterator[None]:
         onnx_ir_log.setLevel(level)
 
 
-def trace_to_onnx(module: Any, input_size: int, path: Path, pixels: bool = False) -> None:
+def trace_to_onnx(module: Any, input_size: int, path: Path, uint8_input: bool = False) -> None:
     """`module` as an ONNX graph at `path`: dynamic batch, height and width (multiples of 32).
-    `pixels`: the module takes uint8 pixels (as from for_inference), not a float32 batch."""
+    `uint8_input`: the module takes uint8 pixels (as from for_inference), not a float32 batch."""
     import torch
 
-    example = torch.zeros(1, 3, input_size, input_size, dtype=torch.uint8 if pixels else None)
+    example = torch.zeros(1, 3, input_size, input_size, dtype=torch.uint8 if uint8_input else None)
     batch = torch.export.Dim("batch", min=1, max=1024)
     height = torch.export.Dim("height_32", min=1, max=256)
     width = torch.export.Dim("width_32", min=1, max=256)
