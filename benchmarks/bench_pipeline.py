@@ -158,13 +158,12 @@ def cached_replay(cache: Path, model_dir: Path, photos: list[bytes]) -> Path:
     except ImportError:  # the code before issue 18 moved the card to the core
         from worker.model import ModelCard  # type: ignore[no-redef]
 
-    from worker.preprocess import Preprocessor
+    from worker import preprocess
 
     card = ModelCard.read(model_dir)
-    # The fingerprints are of the network's input as this code makes it (float32 normalised
-    # before the network normalised its own uint8 pixels): one cache per kind.
-    probe = Preprocessor(card.input_size, card.mean, card.std)(np.zeros((32, 32, 3), np.uint8))
-    suffix = "" if probe.tensor.dtype == np.float32 else f"-{probe.tensor.dtype}"
+    # The fingerprints are of the network's input as this code makes it: float32 normalised
+    # before the network normalised its own uint8 pixels (preprocess.normalisation). A cache each.
+    suffix = "-uint8" if hasattr(preprocess, "normalisation") else ""
     folder = cache / f"replay-{card.name}-{(card.weights_sha256 or 'x')[:12]}{suffix}"
     folder.mkdir(parents=True, exist_ok=True)
     missing = [i for i in range(len(photos)) if not (folder / f"{i:04d}.npz").exists()]

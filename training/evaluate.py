@@ -273,7 +273,7 @@ def evaluate_model(
     network, card, _ = load_any(model, input_size, test_time_flips)
     predict = probabilities_of(for_inference(network, card))
     thresholds = card.gate.thresholds()
-    preprocessor = Preprocessor(card.input_size, card.mean, card.std)
+    preprocessor = Preprocessor(card.input_size, card.mean)
     results = evaluate_folder(
         predict, data, preprocessor, thresholds, batch_size, advance or (lambda: None), limit
     )

@@ -148,7 +148,7 @@ def with_fitted_temperature(
     def predict_logits(batch: np.ndarray) -> np.ndarray:
         return runnable(torch.from_numpy(batch))[:, 0].numpy()
 
-    preprocessor = Preprocessor(card.input_size, card.mean, card.std)
+    preprocessor = Preprocessor(card.input_size, card.mean)
     logits, truth = collect_logits(predict_logits, data, preprocessor, advance)
     fit = fit_temperature(logits, truth)
     record = {"data": str(data), "images": len(read_manifest(data)["samples"]), **fit.to_dict()}

@@ -115,7 +115,7 @@ class Segmenter:
         self.min_side = min_side
         self.threads = threads
         self.cpu_workers = cpu_workers
-        self.preprocess = Preprocessor(self.card.input_size, self.card.mean, self.card.std)
+        self.preprocess = Preprocessor(self.card.input_size, self.card.mean)
         limits = photo_limits(self.card.input_size, max_pixels, min_side)
         self.stages = CpuStages(self.preprocess, limits)
         self._backend: InferenceBackend | None = None

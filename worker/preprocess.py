@@ -72,12 +72,8 @@ def normalisation(
 class Preprocessor:
     """Resizes and pads RGB uint8 photos for one model card."""
 
-    def __init__(
-        self,
-        input_size: int,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
-    ) -> None:
+    def __init__(self, input_size: int, mean: tuple[float, float, float]) -> None:
+        """`mean`: the card's, whose colour pads the photo (the network normalises by itself)."""
         if input_size % STRIDE:
             raise ValueError(f"input_size {input_size} is not a multiple of {STRIDE}")
         self.input_size = input_size

@@ -30,7 +30,7 @@ def test_long_side_becomes_input_size_and_pads_to_a_bucket(
     photo: tuple[int, int], expected: tuple[int, int], padded: tuple[int, int]
 ) -> None:
     assert network_size(*photo, 320) == expected
-    prepared = Preprocessor(320, IMAGENET_MEAN, IMAGENET_STD)(np.zeros((*photo, 3), np.uint8))
+    prepared = Preprocessor(320, IMAGENET_MEAN)(np.zeros((*photo, 3), np.uint8))
     assert (prepared.height, prepared.width) == expected
     assert prepared.tensor.shape == (3, *padded)
     assert prepared.tensor.dtype == np.uint8, "pixels: the network normalises them itself"
@@ -45,7 +45,7 @@ def test_normalisation_uses_the_cards_mean_and_std() -> None:
 
 def test_pixels_are_kept_and_padding_is_the_mean_colour_cropped_back() -> None:
     rgb = np.full((600, 800, 3), (200, 30, 90), np.uint8)
-    prepared = Preprocessor(320, IMAGENET_MEAN, IMAGENET_STD)(rgb)
+    prepared = Preprocessor(320, IMAGENET_MEAN)(rgb)
     assert (prepared.tensor[:, :240, :] == np.array([200, 30, 90])[:, None, None]).all()
     padding = prepared.tensor[:, 240:, :].reshape(3, -1)
     scale, offset = normalisation(IMAGENET_MEAN, IMAGENET_STD)
@@ -60,12 +60,12 @@ def test_pixels_are_kept_and_padding_is_the_mean_colour_cropped_back() -> None:
 
 def test_input_size_must_be_a_multiple_of_32() -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
-        Preprocessor(300, IMAGENET_MEAN, IMAGENET_STD)
+        Preprocessor(300, IMAGENET_MEAN)
 
 
 def test_few_input_shapes_per_input_size() -> None:
     shapes = {
-        Preprocessor(480, IMAGENET_MEAN, IMAGENET_STD)(np.zeros((h, w, 3), np.uint8)).padded_shape
+        Preprocessor(480, IMAGENET_MEAN)(np.zeros((h, w, 3), np.uint8)).padded_shape
         for h in range(40, 1000, 7)
         for w in (480, 640)
     }
