@@ -181,8 +181,8 @@ def run(settings: Any, ids: list[str], in_flight: int, accelerator: SimulatedAcc
 
     forget_results(settings)
     accelerator.busy.clear()
-    pool = {"pool": "solo", "concurrency": 1} if in_flight == 1 else {"pool": "threads"}
-    pool.setdefault("concurrency", in_flight)
+    # As `jewelcut worker` starts it (worker.commands._pool_options).
+    pool = {"pool": "solo" if in_flight == 1 else "threads", "concurrency": in_flight}
     app.loader.import_default_modules()
     with start_worker(
         app, perform_ping_check=False, queues=list(CHUNK_QUEUES), loglevel="WARNING", **pool
