@@ -204,13 +204,19 @@ def reference_segmenter(model_dir: Path, cache: Path) -> Any:
 
 @dataclass
 class ReplayEntry:
-    probability: np.ndarray  # float16 (h, w)
+    probability: np.ndarray  # float32 (h, w)
     decision: str
+
+
+# Of a fingerprint's samples (3 channels x a grid of 32x32 cells), the lookup compares every
+# other row and column of cells: a quarter of the work, still distinct between photos.
+LOOKUP_CELLS = (slice(None), slice(None, None, 2), slice(None, None, 2))
 
 
 class ReplayBackend:
     """An InferenceBackend that returns precomputed outputs: the nearest stored fingerprint
-    among photos of the same padded shape. NOT a network."""
+    among photos of the same padded shape. NOT a network. Made cheap (outputs held as float32,
+    a coarse comparison) because its CPU time counts in the main process's."""
 
     name = REPLAY_NAME
 
@@ -221,15 +227,22 @@ class ReplayBackend:
         for index in range(count):
             with np.load(folder / f"{index:04d}.npz") as stored:
                 shape = (int(stored["padded_shape"][0]), int(stored["padded_shape"][1]))
-                entry = ReplayEntry(stored["probability"], str(stored["decision"]))
+                probability = stored["probability"].astype(np.float32)
+                entry = ReplayEntry(probability, str(stored["decision"]))
                 self.entries.setdefault(shape, []).append(entry)
-                prints.setdefault(shape, []).append(stored["fingerprint"])
+                prints.setdefault(shape, []).append(self.coarse(stored["fingerprint"], shape))
         self.prints = {shape: np.stack(values) for shape, values in prints.items()}
         self.replayed: list[ReplayEntry] = []
 
+    @staticmethod
+    def coarse(print_: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        cells = print_.reshape(3, len(range(16, shape[0], 32)), len(range(16, shape[1], 32)))
+        return np.ascontiguousarray(cells[LOOKUP_CELLS]).ravel()
+
     def lookup(self, tensor: np.ndarray) -> ReplayEntry:
         shape = (int(tensor.shape[1]), int(tensor.shape[2]))
-        distances = np.square(self.prints[shape] - fingerprint(tensor)).sum(axis=1)
+        query = self.coarse(fingerprint(tensor), shape)
+        distances = np.square(self.prints[shape] - query).sum(axis=1)
         return self.entries[shape][int(np.argmin(distances))]
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
