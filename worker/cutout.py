@@ -172,55 +172,52 @@ def _decontaminate_box(
     the solid pixels around it (within `size`), by alpha (OWN_COLOUR); transparent pixels zero.
     The mean is a smooth field: it is summed over 2x2 cells and box-filtered there. Two compiled
     passes over the pixels (as a dozen OpenCV passes it cost 3x as much, and numpy 6x)."""
-    count, colour = _solid_cells(rgb, alpha, SOLID_ALPHA)
+    cells = _solid_cells(rgb, alpha, SOLID_ALPHA)
     window = ((size // 2) | 1, (size // 2) | 1)
-    count = cv2.boxFilter(count, -1, window, normalize=False)
-    colour = cv2.boxFilter(colour, -1, window, normalize=False)
-    _blend(rgb, alpha, count, colour, OWN_COLOUR, rgba, shown)
+    sums = cv2.boxFilter(cells, cv2.CV_32F, window, normalize=False)
+    _blend(rgb, alpha, sums, OWN_COLOUR, rgba, shown)
 
 
 @numba.njit(nogil=True, cache=True)
-def _solid_cells(
-    rgb: np.ndarray, alpha: np.ndarray, solid_alpha: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per 2x2 cell: how many solid pixels (alpha >= solid_alpha), and their colours' sum."""
+def _solid_cells(rgb: np.ndarray, alpha: np.ndarray, solid_alpha: int) -> np.ndarray:
+    """Per 2x2 cell: how many solid pixels (alpha >= solid_alpha), then their colours' sum."""
     height, width = alpha.shape
-    count = np.zeros(((height + 1) // 2, (width + 1) // 2), np.float32)
-    colour = np.zeros(((height + 1) // 2, (width + 1) // 2, 3), np.float32)
+    cells = np.zeros(((height + 1) // 2, (width + 1) // 2, 4), np.uint16)
     for y in range(height):
         for x in range(width):
             if alpha[y, x] >= solid_alpha:
-                count[y >> 1, x >> 1] += 1.0
+                cells[y >> 1, x >> 1, 0] += 1
                 for channel in range(3):
-                    colour[y >> 1, x >> 1, channel] += rgb[y, x, channel]
-    return count, colour
+                    cells[y >> 1, x >> 1, 1 + channel] += rgb[y, x, channel]
+    return cells
 
 
 @numba.njit(nogil=True, cache=True)
 def _blend(
     rgb: np.ndarray,
     alpha: np.ndarray,
-    count: np.ndarray,
-    colour: np.ndarray,
+    sums: np.ndarray,
     own_colour: np.ndarray,
     rgba: np.ndarray,
     shown: np.ndarray,
 ) -> None:
-    """rgba = the decontaminated pixels and alpha; `shown` (unless empty) = them on white."""
+    """rgba = the decontaminated pixels and alpha; `shown` (unless empty) = them on white.
+    `sums`: per cell, the solid pixels around it and their colours' sum."""
     height, width = alpha.shape
     on_white = shown.shape[0] > 0
     for y in range(height):
         for x in range(width):
             visible = alpha[y, x]
             if visible == 0:
-                rgba[y, x, :] = 0
+                for channel in range(4):
+                    rgba[y, x, channel] = 0
                 continue
-            solid = count[y >> 1, x >> 1]
+            solid = sums[y >> 1, x >> 1, 0]
             # No solid pixel near: the pixel keeps its own colour.
             own = np.float32(255.0) if solid == 0 else own_colour[visible]
             mean_share = (np.float32(255.0) - own) / max(solid, np.float32(1.0))
             for channel in range(3):
-                blended = rgb[y, x, channel] * own + colour[y >> 1, x >> 1, channel] * mean_share
+                blended = rgb[y, x, channel] * own + sums[y >> 1, x >> 1, 1 + channel] * mean_share
                 value = min(int(blended * np.float32(1.0 / 255.0) + np.float32(0.5)), 255)
                 rgba[y, x, channel] = value
                 if on_white:
