@@ -26,6 +26,7 @@ import numpy as np
 from jewelcut import metrics
 from jewelcut.errors import ImageFailure
 from jewelcut.modelcard import GateThresholds, ModelCard
+from worker.cutout import compile_passes
 from worker.decode import decode_image
 from worker.preprocess import PreparedImage, Preprocessor, crop_to_image
 from worker.stages import (
@@ -173,6 +174,7 @@ class Segmenter:
         may export ONNX). Idempotent. This process's malloc keeps freed memory from now on
         (stages.keep_freed_memory): its CPU stages and batches reuse warm pages."""
         keep_freed_memory()
+        compile_passes()
         if self.cpu_workers and self._cpu_pool is None:
             from worker.cpu_pool import CpuPool
 
