@@ -4,7 +4,8 @@ The alpha is the probability upsampled to the photo's size, sharpened to a ramp 
 pixels wide (soft, anti-aliased edges instead of a staircase) and limited to a slightly dilated
 cleaned mask (specks that cleanup removed stay removed). Edge colours are decontaminated: a
 half-transparent pixel takes the colour of the nearby solid object instead of keeping the old
-background's, so no halo shows on a new background. PNGs are written at a low compression
+background's, so no halo shows on a new background; the per-pixel passes are compiled (numba,
+off the GIL). PNGs are written at a low compression
 level: fast, and still lossless. A full-size cutout is only worked on, and only compressed pixel
 by pixel, inside the object's box: outside it every pixel is transparent black, and those rows
 cost next to nothing (encode_box_png). What a person is shown is at most PREVIEW_MAX_SIDE on its

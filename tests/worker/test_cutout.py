@@ -142,3 +142,38 @@ def test_empty_mask_gives_transparent_cutout() -> None:
     assert not alpha.any()
     rgba = make_cutout(np.full((60, 80, 3), 99, np.uint8), alpha, crop=True)
     assert rgba.shape == (60, 80, 4) and not rgba.any()
+
+
+def test_compiled_decontamination_matches_the_rule_written_in_numpy() -> None:
+    """The compiled passes against the documented rule: a visible pixel blends its own colour
+    (OWN_COLOUR by alpha, all of it with no solid pixel near) with the mean colour of the solid
+    pixels (alpha >= SOLID_ALPHA) in the box-filtered 2x2 cells around it; transparent: zero."""
+    from worker.cutout import OWN_COLOUR, SOLID_ALPHA, _blur_size, cutout_in_box
+
+    rng = np.random.default_rng(7)
+    height, width = 61, 83  # odd: the last row and column of cells are half cells
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    alpha = np.zeros((height, width), np.uint8)
+    alpha[15:45, 20:60] = 255
+    alpha[10:50, 14:66] = np.maximum(alpha[10:50, 14:66], rng.integers(0, 256, (40, 52)))
+    alpha[2, 2] = 90  # far from any solid pixel: keeps its own colour
+    (x0, y0, x1, y1), rgba = cutout_in_box(rgb, alpha)
+    assert (x0, y0) == (0, 0) and (x1, y1) == (70, 54)  # the visible pixels + the blur's reach
+    window = (_blur_size(alpha.shape) // 2) | 1
+    rgb, alpha = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
+    height, width = alpha.shape
+
+    solid = alpha >= SOLID_ALPHA
+    cells = np.zeros((-(-height // 2), -(-width // 2), 4))
+    for y, x in zip(*np.nonzero(solid), strict=True):
+        cells[y // 2, x // 2] += (1, *rgb[y, x])
+    sums = cv2.boxFilter(cells, -1, (window, window), normalize=False)
+    expected = np.zeros((height, width, 4), np.uint8)
+    for y, x in zip(*np.nonzero(alpha), strict=True):
+        count, *colour = sums[y // 2, x // 2]
+        own = 255.0 if count == 0 else float(OWN_COLOUR[alpha[y, x]])
+        mean = np.asarray(colour) / max(count, 1.0)
+        value = (rgb[y, x] * own + mean * (255.0 - own)) / 255.0
+        expected[y, x] = (*np.minimum(np.floor(value + 0.5), 255), alpha[y, x])
+    assert np.abs(rgba.astype(int) - expected).max() <= 1  # float32 against float64 rounding
+    assert np.array_equal(rgba[2, 2, :3], rgb[2, 2])
