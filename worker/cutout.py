@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import struct
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 import cv2
 import numba
@@ -168,6 +170,16 @@ OWN_COLOUR = _own_colour_table()
 _NOWHERE = np.empty((0, 0, 3), np.uint8)  # `shown` when no cutout on white is asked for
 
 
+def _compiled(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` compiled by numba, off the GIL, and cached on disk where numba can write
+    (next to this file, or NUMBA_CACHE_DIR); where it cannot (a read-only install and home),
+    compiled afresh in each process instead (~2 s), rather than failing the import."""
+    try:
+        return numba.njit(nogil=True, cache=True)(function)
+    except RuntimeError:  # numba found no writable place for its cache
+        return numba.njit(nogil=True)(function)
+
+
 def _decontaminate_box(
     rgb: np.ndarray, alpha: np.ndarray, size: int, rgba: np.ndarray, shown: np.ndarray
 ) -> None:
@@ -181,7 +193,7 @@ def _decontaminate_box(
     _blend(rgb, alpha, sums, OWN_COLOUR, rgba, shown)
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _solid_cells(rgb: np.ndarray, alpha: np.ndarray, solid_alpha: int) -> np.ndarray:
     """Per 2x2 cell: how many solid pixels (alpha >= solid_alpha), then their colours' sum."""
     height, width = alpha.shape
@@ -195,7 +207,7 @@ def _solid_cells(rgb: np.ndarray, alpha: np.ndarray, solid_alpha: int) -> np.nda
     return cells
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _blend(
     rgb: np.ndarray,
     alpha: np.ndarray,

@@ -177,3 +177,21 @@ def test_compiled_decontamination_matches_the_rule_written_in_numpy() -> None:
         expected[y, x] = (*np.minimum(np.floor(value + 0.5), 255), alpha[y, x])
     assert np.abs(rgba.astype(int) - expected).max() <= 1  # float32 against float64 rounding
     assert np.array_equal(rgba[2, 2, :3], rgb[2, 2])
+
+
+def test_compiled_passes_still_compile_where_numba_cannot_write_its_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read-only install with no writable home: numba finds no cache location, and the
+    passes are compiled in the process instead of the import failing."""
+    from numba.core.caching import CacheImpl
+
+    from worker.cutout import _compiled
+
+    def add_one(value: int) -> int:
+        return value + 1
+
+    monkeypatch.setattr(CacheImpl, "_locator_classes", [])
+    with pytest.raises(RuntimeError, match="no locator"):  # what numba does without a place
+        __import__("numba").njit(cache=True)(add_one)
+    assert _compiled(add_one)(41) == 42
