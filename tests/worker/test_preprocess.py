@@ -71,3 +71,22 @@ def test_few_input_shapes_per_input_size() -> None:
     }
     assert len(shapes) <= 2 * len(SHORT_SIDE_BUCKETS)
     assert all(height % 32 == 0 and width % 32 == 0 for height, width in shapes)
+
+
+@pytest.mark.parametrize("width", [640, 1280, 1920, 4000])  # 3/4 of the input size, down to 1/8
+def test_a_one_pixel_chain_survives_any_shrink(width: int) -> None:
+    """A bright vertical line one pixel wide, at every phase against the output grid: it never
+    vanishes between samples (bilinear down to half size, area averaging further down)."""
+    preprocess = Preprocessor(480, IMAGENET_MEAN)
+    height = width * 3 // 4
+    photo = np.zeros((height, width, 3), np.uint8)
+    columns = range(7, width - 7, max(3, width // 40))  # lines at many phases, far apart
+    photo[:, list(columns)] = 255
+    prepared = preprocess(photo)
+    row = prepared.tensor[0, prepared.height // 2, : prepared.width].astype(int)
+    scale = prepared.width / width
+    for column in columns:
+        near = round(column * scale)
+        seen = row[max(0, near - 1) : near + 2]
+        # Averaged, a line keeps `scale` of its brightness; a sample between lines, none.
+        assert seen.max() >= 0.4 * 255 * scale, (column, seen)
