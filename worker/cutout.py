@@ -242,12 +242,16 @@ def _blend(
 
 @functools.cache  # once a process; processes forked after it inherit the compiled passes
 def compile_passes() -> None:
-    """Compile the cutout's passes (or load them from numba's cache, ~0.3 s) on a tiny cutout,
-    so that no photo's cutout waits for it."""
-    alpha = np.zeros((8, 8), np.uint8)
-    alpha[2:6, 2:6], alpha[1, 2:6] = 255, 128
-    encode_cutout_and_preview(np.full((8, 8, 3), 90, np.uint8), alpha)
-    make_cutout(np.full((8, 8, 3), 90, np.uint8), alpha)
+    """Compile the cutout's passes (or load them from numba's cache, ~0.3 s) on tiny cutouts,
+    so that no photo's cutout waits for it. numba compiles once per array layout: an object's
+    box inside the photo gives strided slices, a box that is the whole photo contiguous arrays;
+    each with and without the preview drawn."""
+    for side, object_at in ((32, np.s_[12:20, 12:20]), (8, np.s_[2:6, 2:6])):
+        alpha = np.zeros((side, side), np.uint8)
+        alpha[object_at] = 255
+        rgb = np.full((side, side, 3), 90, np.uint8)
+        encode_cutout_and_preview(rgb, alpha)
+        make_cutout(rgb, alpha)
 
 
 def on_white(rgba: np.ndarray) -> np.ndarray:

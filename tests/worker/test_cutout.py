@@ -195,3 +195,19 @@ def test_compiled_passes_still_compile_where_numba_cannot_write_its_cache(
     with pytest.raises(RuntimeError, match="no locator"):  # what numba does without a place
         __import__("numba").njit(cache=True)(add_one)
     assert _compiled(add_one)(41) == 42
+
+
+def test_compile_passes_leaves_nothing_to_compile_for_a_photo() -> None:
+    """After compile_passes() (Segmenter.load), no photo's cutout waits for numba: every array
+    layout a cutout passes is compiled already."""
+    from worker import cutout
+
+    cutout.compile_passes()
+    compiled = len(cutout._blend.signatures), len(cutout._solid_cells.signatures)
+    rgb, probability = red_disc_on_green()
+    for where in ((0, 0), (110, 150)):  # the box inside the photo; touching its edges
+        shifted = np.roll(probability, where, axis=(0, 1))
+        alpha = full_resolution_alpha(shifted, clean_mask(shifted), 600, 800)
+        encode_cutout_and_preview(rgb, alpha)
+        make_cutout(rgb, alpha, crop=True)
+    assert (len(cutout._blend.signatures), len(cutout._solid_cells.signatures)) == compiled
