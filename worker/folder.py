@@ -19,10 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from jewelcut.errors import ImageFailure
-from worker.cutout import binary_mask, encode_cutout_png, encode_png
+from worker.cutout import binary_mask, encode_cutout_png, encode_png, encode_probability_png
 from worker.pipeline import ImageOutcome, Photo, Prediction, Segmenter, Writer, process_stream
 
 RESULTS_FILE = "results.jsonl"
@@ -127,7 +125,7 @@ class FolderRenderer:
         alpha = prediction.alpha(photo.height, photo.width)
         rendered = {
             MASKS_DIR: encode_png(binary_mask(alpha)),
-            PROBS_DIR: encode_png(_to_uint8(prediction.probability)),
+            PROBS_DIR: encode_probability_png(prediction.probability),
         }
         if prediction.accepted or self.write_all:
             rendered["cutout"] = encode_cutout_png(photo.rgb, alpha, crop=self.crop)
@@ -160,10 +158,6 @@ def folder_writer(
 ) -> Writer:
     """The pipeline's `write` for a folder run."""
     return Writer(FolderRenderer(write_all, crop), FolderStore(out_dir, names))
-
-
-def _to_uint8(probability: np.ndarray) -> np.ndarray:
-    return (np.clip(probability, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _write(path: Path, data: bytes) -> str:
