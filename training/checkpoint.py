@@ -37,9 +37,10 @@ def load_any(
 
 
 def load_checkpoint_network(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """The network of a checkpoint (eval mode) and the checkpoint's config and state."""
+    """The network of a checkpoint (eval mode; the weights' moving average when the run kept
+    one, as its validation did) and the checkpoint's config and state."""
     payload = torch.load(path, map_location=device)
     config = FitConfig.model_validate(payload["config"])
     network = build_unet(config.architecture)
-    network.load_state_dict(payload["model"])
+    network.load_state_dict(payload.get("average") or payload["model"])
     return network.eval(), {"config": config, "state": payload["state"]}

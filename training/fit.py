@@ -7,6 +7,7 @@ Run folder layout: config.yaml, checkpoints/last.pt, checkpoints/best.pt, log.js
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -102,6 +103,39 @@ def set_bn_momentum(network: nn.Module, momentum: float | None) -> None:
             module.momentum = momentum
 
 
+def freeze_early_encoder(network: nn.Module, blocks: int) -> None:
+    """Stop training the encoder's stem and first `blocks` blocks (smp's EfficientNet encoders)."""
+    if blocks <= 0:
+        return
+    encoder = network.encoder
+    stages = getattr(encoder, "_blocks", None)
+    if stages is None or blocks > len(stages):
+        raise ValueError(
+            f"frozen_encoder_blocks={blocks}: the encoder {type(encoder).__name__} has "
+            f"{len(stages) if stages is not None else 'no'} EfficientNet blocks"
+        )
+    for module in [encoder._conv_stem, encoder._bn0, *stages[:blocks]]:
+        module.requires_grad_(False)
+
+
+def averaged_copy(network: nn.Module) -> nn.Module:
+    """The start of a moving average of `network`: a copy that is never trained directly."""
+    average = copy.deepcopy(network)
+    average.requires_grad_(False)
+    return average
+
+
+@torch.no_grad()
+def update_average(average: nn.Module, network: nn.Module, decay: float) -> None:
+    """average <- decay * average + (1 - decay) * network, BatchNorm statistics included."""
+    current = network.state_dict()
+    for name, value in average.state_dict().items():
+        if value.is_floating_point():
+            value.lerp_(current[name], 1 - decay)
+        else:
+            value.copy_(current[name])
+
+
 def batch_indices(step: int, batch_size: int, size: int, seed: int) -> list[int]:
     """Indices of the samples of `step`: a fresh permutation per epoch, fixed by the seed, so a
     resumed run sees exactly the samples the uninterrupted run would have seen."""
@@ -167,7 +201,10 @@ class Trainer:
         if config.init_from:
             self.load_initial_weights(Path(config.init_from))
         set_bn_momentum(self.network, config.bn_momentum)
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
+        freeze_early_encoder(self.network, config.frozen_encoder_blocks)
+        self.average = averaged_copy(self.network) if config.ema_decay else None
+        trained = [p for p in self.network.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trained, lr=config.lr)
         self.autocast_dtype = autocast_dtype(config, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype == torch.float16)
         self.loss = make_loss(config)
@@ -192,6 +229,11 @@ class Trainer:
         self.network.load_state_dict(network.state_dict())
 
     @property
+    def evaluated_network(self) -> nn.Module:
+        """What is validated and exported: the weights' moving average when there is one."""
+        return self.average if self.average is not None else self.network
+
+    @property
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
 
@@ -202,6 +244,7 @@ class Trainer:
         path = self.checkpoint_dir / name
         payload = {
             "model": self.network.state_dict(),
+            "average": self.average.state_dict() if self.average is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "state": self.state.__dict__,
@@ -218,6 +261,8 @@ class Trainer:
     def resume(self, path: Path | None = None) -> None:
         payload = torch.load(path or self.checkpoint_dir / LAST, map_location=self.device)
         self.network.load_state_dict(payload["model"])
+        if self.average is not None:
+            self.average.load_state_dict(payload.get("average") or payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scaler.load_state_dict(payload["scaler"])
         self.state = FitState(**payload["state"])
@@ -264,6 +309,8 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.average is not None:
+            update_average(self.average, self.network, config.ema_decay or 0.0)
         self.state.step += 1
         self.state.last_loss = float(loss.detach())
         return self.state.last_loss
@@ -273,12 +320,12 @@ class Trainer:
         """Mean IoU of the thresholded probability (0.5) over the validation folder."""
         if self.val_set is None:
             return float("nan")
-        self.network.eval()
+        network = self.evaluated_network.eval()
         scores = []
         for start in range(0, len(self.val_set), self.config.batch_size):
             indices = list(range(start, min(start + self.config.batch_size, len(self.val_set))))
             images, targets = load_batch(self.val_set, indices, 0)
-            logits = self.network(images.to(self.device, memory_format=torch.channels_last))[:, 0]
+            logits = network(images.to(self.device, memory_format=torch.channels_last))[:, 0]
             predicted = logits.float().cpu() > 0
             truth = targets > 0.5
             union = (predicted | truth).sum(dim=(1, 2)).clamp(min=1)

@@ -127,3 +127,44 @@ def test_fit_command_overrides_steps_and_time_budget(tiny_dataset: Path, tmp_pat
     recorded = load_config(run / "config.yaml")
     assert (recorded.steps, recorded.time_budget_s) == (1, 60.0)
     assert "done step 1" in outcome.output
+
+
+def test_frozen_encoder_blocks_keep_their_weights_and_the_rest_trains(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    config = tiny_config(tiny_dataset, 2).model_copy(update={"frozen_encoder_blocks": 5})
+    trainer = Trainer(config, tmp_path / "frozen")
+    before = {k: v.clone() for k, v in trainer.network.named_parameters()}
+    run = run_fit(config, tmp_path / "frozen")
+    after = dict(run.network.named_parameters())
+    frozen = [n for n in before if n.startswith(("encoder._conv_stem", "encoder._bn0"))]
+    frozen += [n for n in before if any(n.startswith(f"encoder._blocks.{i}.") for i in range(5))]
+    assert frozen and all(torch.equal(before[n], after[n]) for n in frozen)
+    assert not torch.equal(
+        before["encoder._blocks.5._project_conv.weight"],
+        after["encoder._blocks.5._project_conv.weight"],
+    ), "block 5 trains"
+    assert not any(p.requires_grad for n, p in after.items() if n in frozen)
+    with pytest.raises(ValueError, match="frozen_encoder_blocks"):
+        Trainer(config.model_copy(update={"frozen_encoder_blocks": 99}), tmp_path / "too-many")
+
+
+def test_the_weights_average_is_validated_saved_and_loaded_for_export(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from training.checkpoint import load_checkpoint_network
+
+    config = tiny_config(tiny_dataset, 3).model_copy(update={"ema_decay": 0.5})
+    start = Trainer(config, tmp_path / "start").network.state_dict()
+    trainer = run_fit(config, tmp_path / "ema")
+    raw, average = trainer.network.state_dict(), trainer.average.state_dict()
+    name = "decoder.blocks.0.conv1.0.weight"
+    assert not torch.equal(raw[name], average[name]), "the average lags the trained weights"
+    between = (average[name] - start[name]).abs().sum() < (raw[name] - start[name]).abs().sum()
+    assert between, "three steps at decay 0.5 keep part of the start"
+    loaded, _ = load_checkpoint_network(tmp_path / "ema" / "checkpoints" / LAST)
+    assert torch.equal(loaded.state_dict()[name], average[name]), "export takes the average"
+    resumed = Trainer(config, tmp_path / "ema")
+    resumed.resume()
+    assert torch.equal(resumed.average.state_dict()[name], average[name])
+    assert torch.equal(resumed.network.state_dict()[name], raw[name])
