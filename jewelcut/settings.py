@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backend: Literal["auto", "torch", "onnx"] = "auto"
     batch_size: int = Field(0, description="Images per model call; 0 picks by device.")
+    torch_compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
+        "off",
+        description="The torch backend's network through torch.compile in this mode "
+        "(reduce-overhead: CUDA graphs); batches are padded to the batch size, so one graph "
+        "per input shape. Costs a compile per shape when a worker starts.",
+    )
     io_threads: int = Field(
         8,
         description="Threads that fetch and upload; they decode and encode too when there are "

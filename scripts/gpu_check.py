@@ -1,6 +1,7 @@
 """One prepared check for a GPU machine: is the GPU path right, and how fast is it?
 
     python scripts/gpu_check.py                          # CUDA: batches 1..64, under 5 minutes
+    python scripts/gpu_check.py --compile reduce-overhead  # also torch.compile + CUDA graphs
     python scripts/gpu_check.py --device cpu --max-batch 2 --seconds 2 --e2e-images 8
                                                          # proves it runs here
 
@@ -17,6 +18,8 @@
    CPU-stage processes), median ms per stage, and the GPU's busy share (time inside the
    network call over wall time; and NVML's utilisation when pynvml is there). On an H200
    (2026-11-27), before: 25 images/s against 527 model-only.
+4. With --compile MODE: the network through torch.compile (JEWELCUT_TORCH_COMPILE) at the picked
+   batch size, its compile time and images/s beside eager's; the end-to-end runs then use it.
 Prints a table and writes the figures as JSON to --json (default $OUT/gpu_check.json when the
 OUT variable is set).
 """
@@ -56,10 +59,17 @@ def main() -> None:
     report["agreement"] = agreement(reference, under_test, photos[: args.photos], args.tolerance)
     report["throughput"] = throughput(under_test, args)
     model_only = {row["batch"]: row["images_per_s"] for row in report["throughput"]["rows"]}
+    if args.compile != "off":
+        report["compiled"] = compiled_throughput(model_dir, args, under_test.batch_size)
+        model_only[under_test.batch_size] = report["compiled"]["images_per_s"]
     report["end_to_end"] = []
     for cpu_workers in (0, args.cpu_workers) if args.e2e_images > 0 else ():
         segmenter = Segmenter(
-            model_dir, device=args.device, backend="torch", cpu_workers=cpu_workers
+            model_dir,
+            device=args.device,
+            backend="torch",
+            cpu_workers=cpu_workers,
+            compile_mode=args.compile,
         )
         run = end_to_end(segmenter, photos, args, model_only.get(segmenter.batch_size))
         report["end_to_end"].append(run)
@@ -96,6 +106,12 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=None,
         help="max abs probability difference allowed (default 0.1 under bf16/fp16, 1e-4 fp32)",
+    )
+    parser.add_argument(
+        "--compile",
+        default="off",
+        choices=["off", "default", "reduce-overhead", "max-autotune"],
+        help="also time the network through torch.compile in this mode; end to end uses it",
     )
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args()
@@ -233,6 +249,41 @@ def throughput(segmenter: Any, args: argparse.Namespace) -> dict[str, Any]:
     picked = segmenter.batch_size
     print(f"batch size the backend picks by itself: {picked}")
     return {"rows": rows, "picked_batch_size": picked}
+
+
+def compiled_throughput(
+    model_dir: Path, args: argparse.Namespace, batch_size: int
+) -> dict[str, Any]:
+    """Model-only images/s of the network through torch.compile at `batch_size`, with the time
+    its first call took (the compile, once per input shape)."""
+    from worker.pipeline import Segmenter
+    from worker.preprocess import network_size, padded
+
+    segmenter = Segmenter(
+        model_dir,
+        device=args.device,
+        backend="torch",
+        batch_size=batch_size,
+        compile_mode=args.compile,
+    )
+    width, height = (int(v) for v in args.photo_size.split("x"))
+    net_h, net_w = network_size(height, width, segmenter.card.input_size)
+    shape = (batch_size, 3, padded(net_h), padded(net_w))
+    batch = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    started = time.perf_counter()
+    segmenter.backend.predict(batch)
+    compile_s = time.perf_counter() - started
+    segmenter.backend.predict(batch)  # CUDA graphs record on a later call
+    images, started = 0, time.perf_counter()
+    while time.perf_counter() - started < args.seconds:
+        segmenter.backend.predict(batch)
+        images += batch_size
+    rate = images / (time.perf_counter() - started)
+    print(
+        f"\ncompiled ({args.compile}), batch {batch_size}: {rate:.1f} images/s "
+        f"(first call, the compile: {compile_s:.0f} s)"
+    )
+    return {"mode": args.compile, "batch": batch_size, "images_per_s": rate, "compile_s": compile_s}
 
 
 def end_to_end(

@@ -103,6 +103,7 @@ class Segmenter:
         min_side: int = 32,
         threads: int | None = None,
         cpu_workers: int = 0,
+        compile_mode: str = "off",
     ) -> None:
         """`cpu_workers`: processes for the CPU stages (decode, preprocess, cleanup, gate,
         rendering); 0 runs them in this process's I/O threads."""
@@ -116,6 +117,7 @@ class Segmenter:
         self.min_side = min_side
         self.threads = threads
         self.cpu_workers = cpu_workers
+        self.compile_mode = compile_mode
         self.preprocess = Preprocessor(self.card.input_size, self.card.mean)
         limits = photo_limits(self.card.input_size, max_pixels, min_side)
         self.stages = CpuStages(self.preprocess, limits)
@@ -139,6 +141,7 @@ class Segmenter:
             max_pixels=settings.max_pixels,
             min_side=settings.min_side,
             cpu_workers=settings.resolved_cpu_workers,
+            compile_mode=settings.torch_compile,
         )
 
     @property
@@ -191,6 +194,7 @@ class Segmenter:
                 cache_dir=self.cache_dir,
                 batch_size=self.requested_batch_size,
                 threads=self.threads,
+                compile_mode=self.compile_mode,
             )
         return self._backend
 
