@@ -3,9 +3,9 @@
 In threads these stages hold the GIL for about 15% of their CPU time (py-spy --gil on 1280x960
 listing photos: 23% for decode + preprocess, 12% for encoding): threads then top out at a few
 cores, and on a GPU host the inference thread queues for the GIL behind them. In processes they
-scale with cores and leave the main process to inference and I/O. Per call only the photo's
-bytes and the encoded artifacts go through a pipe; the network input and the probability map,
-the large arrays, are written in place in memory shared with the processes (SharedSlots).
+scale with cores and leave the main process to inference and I/O. Per call only small
+arguments and the encoded artifacts go through a pipe; the photo's file, the network input and
+the probability map are written in place in memory shared with the processes (SharedSlots).
 
 The processes are forked at Segmenter.load(), before the backend's threads and any stream's
 exist: quick to start, and they run the very modules the parent set up. One that dies (a
@@ -51,6 +51,10 @@ DEATH_WAIT_S = 10.0
 # Photos in flight through the pool with their arrays in shared memory: above any stream's
 # window (2 x batch + 2 x I/O threads); past it, arrays go through the pipe (slower, no less right).
 SLOTS = 64
+# A photo's file up to this size goes to the processes through its slot, once, for both calls
+# (prepare, and finish, which decodes it at full size when accepted); a larger one through the
+# pipe. Only the pages a file touches are ever mapped in.
+PHOTO_FILE_BYTES = 4 << 20
 
 _stages: CpuStages | None = None  # set in each CPU-stage process
 _slots: SharedSlots | None = None
@@ -58,16 +62,19 @@ _slots: SharedSlots | None = None
 
 class SharedSlots:
     """Memory shared with the CPU-stage processes, one slot per photo in flight, holding its
-    large arrays: the network input (written there by preprocessing), the probability map
-    (written by the main process for cleanup) and the reduced photo bounded to what a person is
-    shown (kept from decoding for the preview of a rejected photo, which is not decoded again).
+    file and its large arrays: the network input (written there by preprocessing), the
+    probability map (written by the main process for cleanup) and the reduced photo bounded to
+    what a person is shown (kept from decoding for the preview of a rejected photo, which is
+    not decoded again).
     Pickled through a pipe, they cost over 10 ms of CPU a photo at the two ends (measured when
-    the input was float32: 4 MB a photo at input 480), more than decoding. An anonymous shared
+    the input was float32: 4 MB a photo at input 480), more than decoding; a 200 KB file sent
+    twice costs ~0.16 ms of CPU a photo and as many waits on the pipe. An anonymous shared
     mapping, made before the processes are forked: nothing to name or clean up, and no /dev/shm
     (64 MB in a container)."""
 
     def __init__(self, count: int, input_size: int) -> None:
         sizes = {  # region: (dtype, most elements)
+            "file": (np.uint8, PHOTO_FILE_BYTES),
             "tensor": (np.uint8, 3 * input_size * input_size),
             "probability": (np.float32, input_size * input_size),
             "shown": (np.uint8, 3 * PREVIEW_MAX_SIDE * PREVIEW_MAX_SIDE),
@@ -95,6 +102,25 @@ class SharedSlots:
     def release(self, slot: int | None) -> None:
         if slot is not None:
             self.free.put(slot)
+
+    def holds(self, slot: int | None, data: bytes) -> bool:
+        """Whether `data` fits (and so, once put, is kept in) the slot's file region."""
+        return slot is not None and len(data) <= self.regions["file"][2]
+
+    def put_file(self, slot: int | None, data: bytes) -> bytes | int:
+        """What a call sends for a photo's file: its length once written into the slot, when it
+        fits; else the bytes themselves."""
+        if slot is None or not self.holds(slot, data):
+            return data
+        self.array(slot, "file", (len(data),))[...] = np.frombuffer(data, np.uint8)
+        return len(data)
+
+    def file(self, slot: int | None, sent: bytes | int) -> bytes:
+        """The photo's file from what a call was sent (put_file's result)."""
+        if isinstance(sent, bytes):
+            return sent
+        assert slot is not None
+        return self.array(slot, "file", (sent,)).tobytes()
 
     def array(self, slot: int, region: str, shape: tuple[int, ...]) -> np.ndarray:
         """The slot's `region` as an array of `shape` (within the region's size)."""
@@ -160,7 +186,8 @@ class CpuPool:
         once the photo is finished (the arrays are not to be used after that)."""
         slot = self.slots.acquire()
         try:
-            height, width, prepared, child_timings = self._call(_prepare, data, slot)
+            sent = self.slots.put_file(slot, data)
+            height, width, prepared, child_timings = self._call(_prepare, sent, slot)
         except BaseException:
             self.slots.release(slot)
             raise
@@ -189,8 +216,10 @@ class CpuPool:
         if slot is not None:
             self.slots.array(slot, "probability", probability.shape)[...] = probability
             sent = (probability.shape, photo.reduced.shape)
+        # The file is in the slot still, when it fitted: put there by prepare().
+        data = len(photo.data) if self.slots.holds(slot, photo.data) else photo.data
         gate, rendered, child_timings = self._call(
-            _finish, photo.data, photo.height, photo.width, sent, slot, thresholds, render
+            _finish, data, photo.height, photo.width, sent, slot, thresholds, render
         )
         timings.update(child_timings)
         return gate, rendered
@@ -277,10 +306,11 @@ def _start(stages: CpuStages, slots: SharedSlots, die_with_parent: bool) -> None
             ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _prepare(data: bytes, slot: int | None) -> tuple[Any, ...]:
+def _prepare(sent: bytes | int, slot: int | None) -> tuple[Any, ...]:
     assert _stages is not None and _slots is not None
     timings: dict[str, float] = {}
     slots = _slots
+    data = slots.file(slot, sent)
     place = None if slot is None else lambda shape: slots.array(slot, "tensor", shape)
     try:
         with timed(timings, "decode"):
@@ -300,7 +330,7 @@ def _prepare(data: bytes, slot: int | None) -> tuple[Any, ...]:
 
 
 def _finish(
-    data: bytes,
+    sent: bytes | int,
     height: int,
     width: int,
     probability: np.ndarray | tuple[tuple[int, ...], ...],
@@ -310,6 +340,7 @@ def _finish(
 ) -> tuple[Any, ...]:
     assert _stages is not None and _slots is not None
     timings: dict[str, float] = {}
+    data = _slots.file(slot, sent)
     photo = Photo(data, height, width, _stages.limits)
     if slot is not None:  # only shapes came: the arrays are in the slot
         probability_shape, shown_shape = probability

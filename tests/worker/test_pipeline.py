@@ -321,10 +321,13 @@ def test_cpu_stage_processes_render_what_the_process_does_and_hand_back_every_sl
     model_dir: Path,
     model_cache_dir: Path,
     listing_photo: Callable[..., bytes],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Through the CPU-stage processes (arrays in shared memory) the same outcomes and the same
-    artifact bytes as in this process, bad photos failing alone; every shared slot comes back,
-    after a whole stream and after one abandoned part way."""
+    """Through the CPU-stage processes (files and arrays in shared memory, a file too large for
+    its slot through the pipe) the same outcomes and the same artifact bytes as in this
+    process, bad photos failing alone; every shared slot comes back, after a whole stream and
+    after one abandoned part way."""
+    from worker import cpu_pool
     from worker.chunk import render_artifacts
     from worker.cpu_pool import SLOTS
 
@@ -341,10 +344,15 @@ def test_cpu_stage_processes_render_what_the_process_does_and_hand_back_every_sl
         outcomes = {o.key: (o.status, o.decision, o.reason, o.confidence) for o in stream}
         return {key: (*outcome, stored.get(key)) for key, outcome in outcomes.items()}
 
+    file_sizes = sorted(len(photo) for photo in photos.values() if len(photo) > 100)
+    limit = file_sizes[len(file_sizes) // 2]  # the larger files go through the pipe
+    assert file_sizes[0] <= limit < file_sizes[-1]
+    monkeypatch.setattr(cpu_pool, "PHOTO_FILE_BYTES", limit)
     pooled = pooled_segmenter(model_dir, model_cache_dir, cpu_workers=2)
     try:
         pooled.load()
         assert pooled.cpu_pool is not None
+        assert pooled.cpu_pool.slots.regions["file"][2] == limit
         free = pooled.cpu_pool.slots.free
         in_process = rendered(onnx_segmenter.with_gate(gate))
         assert rendered(pooled.with_gate(gate)) == in_process
