@@ -54,23 +54,18 @@ def main() -> None:
 
     cache_dir = args.cache_dir or work / "cache"
     reference = Segmenter(model_dir, device="cpu", backend="onnx", cache_dir=cache_dir)
-    under_test = Segmenter(model_dir, device=args.device, backend="torch")
+    under_test = torch_segmenter(model_dir, args, compile_mode="off")
     photos = make_photos(max(args.photos, args.distinct_photos), args.photo_size)
     report["agreement"] = agreement(reference, under_test, photos[: args.photos], args.tolerance)
     report["throughput"] = throughput(under_test, args)
     model_only = {row["batch"]: row["images_per_s"] for row in report["throughput"]["rows"]}
     if args.compile != "off":
-        report["compiled"] = compiled_throughput(model_dir, args, under_test.batch_size)
+        compiled = torch_segmenter(model_dir, args, batch_size=under_test.batch_size)
+        report["compiled"] = compiled_throughput(compiled, args)
         model_only[under_test.batch_size] = report["compiled"]["images_per_s"]
     report["end_to_end"] = []
     for cpu_workers in (0, args.cpu_workers) if args.e2e_images > 0 else ():
-        segmenter = Segmenter(
-            model_dir,
-            device=args.device,
-            backend="torch",
-            cpu_workers=cpu_workers,
-            compile_mode=args.compile,
-        )
+        segmenter = torch_segmenter(model_dir, args, cpu_workers=cpu_workers)
         run = end_to_end(segmenter, photos, args, model_only.get(segmenter.batch_size))
         report["end_to_end"].append(run)
         segmenter.close()
@@ -251,21 +246,20 @@ def throughput(segmenter: Any, args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "picked_batch_size": picked}
 
 
-def compiled_throughput(
-    model_dir: Path, args: argparse.Namespace, batch_size: int
-) -> dict[str, Any]:
-    """Model-only images/s of the network through torch.compile at `batch_size`, with the time
-    its first call took (the compile, once per input shape)."""
+def torch_segmenter(model_dir: Path, args: argparse.Namespace, **options: Any) -> Any:
+    """The torch backend on --device, compiled as --compile says unless `options` say else."""
     from worker.pipeline import Segmenter
+
+    options = {"compile_mode": args.compile, **options}
+    return Segmenter(model_dir, device=args.device, backend="torch", **options)
+
+
+def compiled_throughput(segmenter: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Model-only images/s of the network through torch.compile at the segmenter's batch size,
+    with the time its first call took (the compile, once per input shape)."""
     from worker.preprocess import network_size, padded
 
-    segmenter = Segmenter(
-        model_dir,
-        device=args.device,
-        backend="torch",
-        batch_size=batch_size,
-        compile_mode=args.compile,
-    )
+    batch_size = segmenter.batch_size
     width, height = (int(v) for v in args.photo_size.split("x"))
     net_h, net_w = network_size(height, width, segmenter.card.input_size)
     shape = (batch_size, 3, padded(net_h), padded(net_w))
