@@ -21,6 +21,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS_DIR = PROJECT_ROOT / "models"
 DATABASE_SCHEMES = ("postgresql+psycopg", "sqlite")  # postgresql:// and postgres:// mean psycopg
 BROKER_SCHEMES = ("redis", "rediss")  # the queue's depth and held chunks are read from Redis
+# torch.compile's modes for the torch backend, or off (reduce-overhead: CUDA graphs)
+TorchCompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 
 
 class Settings(BaseSettings):
@@ -58,7 +60,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     backend: Literal["auto", "torch", "onnx"] = "auto"
     batch_size: int = Field(0, description="Images per model call; 0 picks by device.")
-    torch_compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
+    torch_compile: TorchCompileMode = Field(
         "off",
         description="The torch backend's network through torch.compile in this mode "
         "(reduce-overhead: CUDA graphs); batches are padded to the batch size, so one graph "

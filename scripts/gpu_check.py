@@ -33,11 +33,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jewelcut.settings import TorchCompileMode
 
 
 def main() -> None:
@@ -105,7 +107,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--compile",
         default="off",
-        choices=["off", "default", "reduce-overhead", "max-autotune"],
+        choices=get_args(TorchCompileMode),
         help="also time the network through torch.compile in this mode; end to end uses it",
     )
     parser.add_argument("--json", type=Path, default=None)
@@ -214,29 +216,40 @@ def compare(
     return result
 
 
-def throughput(segmenter: Any, args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
+def network_batch(segmenter: Any, args: argparse.Namespace, batch_size: int) -> np.ndarray:
+    """Random pixels in the padded network shape of a --photo-size photo."""
     from worker.preprocess import network_size, padded
 
     width, height = (int(v) for v in args.photo_size.split("x"))
     net_h, net_w = network_size(height, width, segmenter.card.input_size)
+    shape = (batch_size, 3, padded(net_h), padded(net_w))
+    return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+
+
+def timed_rate(segmenter: Any, batch: np.ndarray, seconds: float) -> float:
+    """Images/s of the backend on `batch`, called again and again for `seconds`."""
+    images, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        segmenter.backend.predict(batch)  # returns numpy: synchronised
+        images += len(batch)
+    return images / (time.perf_counter() - started)
+
+
+def throughput(segmenter: Any, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
     cuda = args.device == "cuda"
     rows = []
-    print(f"\nmodel-only, input {net_w}x{net_h} padded to {padded(net_w)}x{padded(net_h)}")
+    shape = network_batch(segmenter, args, 1).shape
+    print(f"\nmodel-only, input padded to {shape[3]}x{shape[2]}")
     print("batch  images/s  peak GiB")
     batch_size = 1
     while batch_size <= args.max_batch:
-        shape = (batch_size, 3, padded(net_h), padded(net_w))
-        batch = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)  # pixels
+        batch = network_batch(segmenter, args, batch_size)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         segmenter.backend.predict(batch)  # warm-up (cuDNN autotuning, allocator)
-        images, started = 0, time.perf_counter()
-        while time.perf_counter() - started < args.seconds:
-            segmenter.backend.predict(batch)  # returns numpy: synchronised
-            images += batch_size
-        rate = images / (time.perf_counter() - started)
+        rate = timed_rate(segmenter, batch, args.seconds)
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
         rows.append({"batch": batch_size, "images_per_s": rate, "peak_gib": peak})
         print(f"{batch_size:5d}  {rate:8.1f}  {peak:8.2f}")
@@ -257,22 +270,13 @@ def torch_segmenter(model_dir: Path, args: argparse.Namespace, **options: Any) -
 def compiled_throughput(segmenter: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Model-only images/s of the network through torch.compile at the segmenter's batch size,
     with the time its first call took (the compile, once per input shape)."""
-    from worker.preprocess import network_size, padded
-
     batch_size = segmenter.batch_size
-    width, height = (int(v) for v in args.photo_size.split("x"))
-    net_h, net_w = network_size(height, width, segmenter.card.input_size)
-    shape = (batch_size, 3, padded(net_h), padded(net_w))
-    batch = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    batch = network_batch(segmenter, args, batch_size)
     started = time.perf_counter()
     segmenter.backend.predict(batch)
     compile_s = time.perf_counter() - started
     segmenter.backend.predict(batch)  # CUDA graphs record on a later call
-    images, started = 0, time.perf_counter()
-    while time.perf_counter() - started < args.seconds:
-        segmenter.backend.predict(batch)
-        images += batch_size
-    rate = images / (time.perf_counter() - started)
+    rate = timed_rate(segmenter, batch, args.seconds)
     print(
         f"\ncompiled ({args.compile}), batch {batch_size}: {rate:.1f} images/s "
         f"(first call, the compile: {compile_s:.0f} s)"

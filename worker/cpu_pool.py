@@ -110,7 +110,7 @@ class SharedSlots:
     def put_file(self, slot: int | None, data: bytes) -> bytes | int:
         """What a call sends for a photo's file: its length once written into the slot, when it
         fits; else the bytes themselves."""
-        if slot is None or not self.holds(slot, data):
+        if not self.holds(slot, data):
             return data
         self.array(slot, "file", (len(data),))[...] = np.frombuffer(data, np.uint8)
         return len(data)
