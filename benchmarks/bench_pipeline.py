@@ -595,13 +595,12 @@ def report(results: dict[str, Any], cache: Path, label: str) -> None:
             )
     one, two = results["runs"]["1"], results["runs"]["2"]
     for name in ("1", "2"):
-        stages = results["runs"][name].get("median_stage_ms", {})
+        run = results["runs"][name]
         print(
             f"median ms per stage in the {name}-core run: "
-            + ", ".join(f"{stage} {ms:.1f}" for stage, ms in stages.items())
+            + ", ".join(f"{stage} {ms:.1f}" for stage, ms in run.get("median_stage_ms", {}).items())
         )
-    for name in ("1", "2"):
-        rates = ", ".join(f"{rate:.1f}" for rate in results["runs"][name]["all_images_per_s"])
+        rates = ", ".join(f"{rate:.1f}" for rate in run["all_images_per_s"])
         print(f"{name}-core runs: {rates} images/s (the figures are the median run's)")
     per_core_cpu = 1000 / one["cpu_ms_per_image"]
     ratio = two["images_per_s"] / one["images_per_s"]
