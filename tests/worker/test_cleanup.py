@@ -112,3 +112,46 @@ def test_sizes_are_relative_to_the_image() -> None:
 
 def test_empty_probability_gives_empty_mask() -> None:
     assert not clean_mask(np.zeros((HEIGHT, WIDTH), np.float32)).any()
+
+
+def whole_image_cleanup(probability: np.ndarray) -> np.ndarray:
+    """The cleanup's definition computed over the whole image, with nothing skipped: what
+    clean_mask computes within the pieces' box."""
+    from worker.cleanup import DEFAULT_CLEANUP as params
+    from worker.cleanup import opening_kernel
+
+    binary = (probability >= params.threshold).astype(np.uint8)
+    linked = (probability >= params.link_threshold).astype(np.uint8)
+    size = 2 * max(1, round(params.link_gap * min(binary.shape) / 2)) + 1
+    linked = cv2.dilate(linked, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    count, labels = cv2.connectedComponents(linked, connectivity=8)
+    opened = cv2.morphologyEx(binary, cv2.MORPH_OPEN, opening_kernel(binary.shape))
+    areas = np.bincount(labels[binary > 0], minlength=count)
+    cores = np.bincount(labels[opened > 0], minlength=count)
+    keep = (cores >= max(1, params.min_core_area * binary.size)) | (
+        areas >= params.keep_large_area * binary.size
+    )
+    keep[0] = False
+    kept = keep[labels] & (binary > 0)
+    _, background, stats, _ = cv2.connectedComponentsWithStats((~kept).view(np.uint8), 4)
+    border = np.unique(
+        np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    )
+    small = stats[:, cv2.CC_STAT_AREA] <= int(params.max_hole_area * binary.size)
+    small[border] = False
+    return kept | (small[background] & ~kept)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_cleanup_in_the_pieces_box_matches_the_whole_image(seed: int) -> None:
+    """Pieces with holes, specks and faint links, anywhere (at the frame's edges too): the
+    mask cleaned within their box is the one cleaned over the whole image."""
+    rng = np.random.default_rng(seed)
+    drawn = canvas().astype(np.float32)
+    for _ in range(rng.integers(1, 5)):
+        centre = (int(rng.integers(0, WIDTH)), int(rng.integers(0, HEIGHT)))
+        cv2.circle(drawn, centre, int(rng.integers(3, 40)), float(rng.uniform(0.3, 1.0)), -1)
+        cv2.circle(drawn, centre, int(rng.integers(0, 4)), 0.0, -1)  # a small hole, or none
+    drawn += (rng.random(drawn.shape) > 0.995) * 0.9  # specks
+    probability = cv2.GaussianBlur(np.clip(drawn, 0, 1), (5, 5), 1.0).astype(np.float32)
+    assert np.array_equal(clean_mask(probability), whole_image_cleanup(probability))
