@@ -34,6 +34,47 @@ def red_disc_on_green(height: int = 600, width: int = 800) -> tuple[np.ndarray, 
     return rgb, probability.astype(np.float32)
 
 
+def whole_map_alpha(
+    probability: np.ndarray, mask: np.ndarray, height: int, width: int
+) -> np.ndarray:
+    """The alpha's definition over the whole map: what full_resolution_alpha computes within
+    the pieces' box."""
+    from worker.cutout import RAMP, quantize_probability
+
+    size = (width, height)
+    ramp = cv2.LUT(cv2.resize(quantize_probability(probability), size), RAMP)
+    support = cv2.dilate(mask.astype(np.uint8) * np.uint8(255), np.ones((3, 3), np.uint8))
+    return cv2.multiply(ramp, cv2.resize(support, size), scale=1.0 / 255.0)
+
+
+@pytest.mark.parametrize(
+    ("network", "photo"),
+    [
+        ((360, 480), (960, 1280)),
+        ((361, 480), (1204, 1600)),
+        ((480, 360), (1500, 1125)),
+        ((360, 480), (600, 800)),
+        ((37, 50), (100, 133)),
+        ((240, 320), (240, 320)),
+    ],
+)
+def test_alpha_upsampled_in_the_pieces_box_is_the_whole_maps(
+    network: tuple[int, int], photo: tuple[int, int]
+) -> None:
+    """Pieces anywhere, at the frame's edges too, and sizes that share a grid or none."""
+    rng = np.random.default_rng(sum(photo))
+    for _ in range(8):
+        drawn = np.zeros(network, np.float32)
+        for _ in range(rng.integers(1, 4)):
+            centre = (int(rng.integers(0, network[1])), int(rng.integers(0, network[0])))
+            radius = int(rng.integers(2, max(3, network[0] // 4)))
+            cv2.circle(drawn, centre, radius, float(rng.uniform(0.6, 1.0)), -1)
+        probability = cv2.GaussianBlur(drawn, (7, 7), 2.0)
+        mask = clean_mask(probability)
+        alpha = full_resolution_alpha(probability, mask, *photo)
+        assert np.array_equal(alpha, whole_map_alpha(probability, mask, *photo))
+
+
 def test_alpha_is_full_size_with_soft_edges() -> None:
     _, probability = red_disc_on_green()
     alpha = full_resolution_alpha(probability, clean_mask(probability), 600, 800)
