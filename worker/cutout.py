@@ -63,8 +63,9 @@ def full_resolution_alpha(
         return alpha
     support = cv2.dilate(mask.astype(np.uint8) * np.uint8(255), np.ones((3, 3), np.uint8))
     x, y, box_width, box_height = cv2.boundingRect(support)
-    rows = _upsampled_span(y, y + box_height, probability.shape[0], height)
-    columns = _upsampled_span(x, x + box_width, probability.shape[1], width)
+    # 2 rows of zero support around the box: nothing outside it is visible once upsampled.
+    rows = _span_on_shared_grid(y, y + box_height, probability.shape[0], height, margin=2)
+    columns = _span_on_shared_grid(x, x + box_width, probability.shape[1], width, margin=2)
     in_network = np.s_[rows[0] : rows[1], columns[0] : columns[1]]
     in_photo = np.s_[rows[2] : rows[3], columns[2] : columns[3]]
     size = (columns[3] - columns[2], rows[3] - rows[2])
@@ -75,16 +76,18 @@ def full_resolution_alpha(
     return alpha
 
 
-def _upsampled_span(start: int, stop: int, low: int, high: int) -> tuple[int, int, int, int]:
-    """Network rows (or columns) [start, stop) hold the support; (a, b, A, B): the rows [a, b)
-    to upsample, which give the photo's rows [A, B) exactly as the whole map would. a and b
-    fall on the grid where both resolutions meet (the bilinear weights repeat there) and
-    leave 2 rows of zero support around it, so nothing outside [A, B) is visible. Where the
-    two sizes have no common divisor, that is the whole axis."""
-    step = low // math.gcd(low, high)
-    a = max(0, (start - 2) // step * step)
-    b = min(low, -(-(stop + 2) // step) * step)
-    return a, b, a * high // low, b * high // low
+def _span_on_shared_grid(
+    start: int, stop: int, size: int, other: int, margin: int = 0
+) -> tuple[int, int, int, int]:
+    """Rows (or columns) [start, stop) of an axis of `size`, resized to `other`: (a, b, A, B),
+    the rows [a, b) that resized give the rows [A, B) exactly as the whole axis would. a and b
+    are widened by `margin` and fall on the grid where both sizes meet: there OpenCV's
+    bilinear and area weights start over. Where the sizes have no common divisor, that is
+    the whole axis."""
+    step = size // math.gcd(size, other)
+    a = max(0, (start - margin) // step * step)
+    b = min(size, -(-(stop + margin) // step) * step)
+    return a, b, a * other // size, b * other // size
 
 
 def quantize_probability(probability: np.ndarray) -> np.ndarray:
@@ -161,18 +164,22 @@ def _working_box(alpha: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def cutout_in_box(
-    rgb: np.ndarray, alpha: np.ndarray, shown: np.ndarray | None = None
+    rgb: np.ndarray, alpha: np.ndarray
 ) -> tuple[tuple[int, int, int, int], np.ndarray]:
-    """The full-size cutout as (box, RGBA pixels inside the box): transparent black outside.
-    With `shown` (an RGB array of the photo's size, white), the cutout on white is drawn into
-    it in the same pass."""
+    """The full-size cutout as (box, RGBA pixels inside the box): transparent black outside."""
     box = _working_box(alpha) or (0, 0, 1, 1)
+    return box, _cutout_pixels(rgb, alpha, box, _NOWHERE)
+
+
+def _cutout_pixels(
+    rgb: np.ndarray, alpha: np.ndarray, box: tuple[int, int, int, int], shown: np.ndarray
+) -> np.ndarray:
+    """The cutout's RGBA pixels in `box`; unless `shown` is empty, the cutout on white is drawn
+    into it (an RGB array of the box's size, white)."""
     x0, y0, x1, y1 = box
-    alpha_box = alpha[y0:y1, x0:x1]
     rgba = np.empty((y1 - y0, x1 - x0, 4), np.uint8)
-    drawn = _NOWHERE if shown is None else shown[y0:y1, x0:x1]
-    _decontaminate_box(rgb[y0:y1, x0:x1], alpha_box, _blur_size(alpha.shape), rgba, drawn)
-    return box, rgba
+    _decontaminate_box(rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1], _blur_size(alpha.shape), rgba, shown)
+    return rgba
 
 
 def _blur_size(shape: tuple[int, ...]) -> int:
@@ -266,8 +273,14 @@ def compile_passes() -> None:
     """Compile the cutout's passes (or load them from numba's cache, ~0.3 s) on tiny cutouts,
     so that no photo's cutout waits for it. numba compiles once per array layout: an object's
     box inside the photo gives strided slices, a box that is the whole photo contiguous arrays;
-    each with and without the preview drawn."""
-    for side, object_at in ((32, np.s_[12:20, 12:20]), (8, np.s_[2:6, 2:6])):
+    each with and without the preview drawn, which is the box itself (a photo that needs no
+    shrinking) or part of a wider canvas (one that does)."""
+    shrunk = PREVIEW_MAX_SIDE + 13  # shrunk to 640, no grid shared: a canvas wider than the box
+    for side, object_at in (
+        (32, np.s_[12:20, 12:20]),
+        (8, np.s_[2:6, 2:6]),
+        (shrunk, np.s_[2:6, 2:6]),
+    ):
         alpha = np.zeros((side, side), np.uint8)
         alpha[object_at] = 255
         rgb = np.full((side, side, 3), 90, np.uint8)
@@ -360,11 +373,18 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
 def bounded(rgb: np.ndarray, max_side: int = PREVIEW_MAX_SIDE) -> np.ndarray:
     """The image shrunk (area averaging) so its longer side is at most max_side."""
     height, width = rgb.shape[:2]
+    size = bounded_size(height, width, max_side)
+    if size == (width, height):
+        return rgb
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def bounded_size(height: int, width: int, max_side: int = PREVIEW_MAX_SIDE) -> tuple[int, int]:
+    """(width, height) of bounded() for an image of that size."""
     scale = max_side / max(height, width)
     if scale >= 1:
-        return rgb
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
@@ -384,11 +404,27 @@ def encode_cutout_png(
 
 def encode_cutout_and_preview(rgb: np.ndarray, alpha: np.ndarray) -> tuple[bytes, bytes]:
     """The full-size cutout PNG and what a person is shown (the cutout on white, bounded), from
-    one cutout: (png, jpeg)."""
+    one cutout: (png, jpeg). The cutout on white is drawn and shrunk only around the box (on
+    the grid the two sizes share, so the preview is the very one the whole photo would give):
+    the rest is white."""
     height, width = alpha.shape
-    shown = np.full((height, width, 3), 255, np.uint8)
-    box, rgba = cutout_in_box(rgb, alpha, shown)
-    return encode_box_png(height, width, box, rgba), encode_jpeg(bounded(shown))
+    box = _working_box(alpha) or (0, 0, 1, 1)
+    preview_width, preview_height = bounded_size(height, width)
+    rows = _span_on_shared_grid(box[1], box[3], height, preview_height)
+    columns = _span_on_shared_grid(box[0], box[2], width, preview_width)
+    around = np.full((rows[1] - rows[0], columns[1] - columns[0], 3), 255, np.uint8)
+    in_around = np.s_[
+        box[1] - rows[0] : box[3] - rows[0], box[0] - columns[0] : box[2] - columns[0]
+    ]
+    rgba = _cutout_pixels(rgb, alpha, box, around[in_around])
+    preview = np.full((preview_height, preview_width, 3), 255, np.uint8)
+    shrunk = (columns[3] - columns[2], rows[3] - rows[2])
+    preview[rows[2] : rows[3], columns[2] : columns[3]] = (
+        around
+        if shrunk == around.shape[1::-1]
+        else cv2.resize(around, shrunk, interpolation=cv2.INTER_AREA)
+    )
+    return encode_box_png(height, width, box, rgba), encode_jpeg(preview)
 
 
 def encode_preview_jpeg(

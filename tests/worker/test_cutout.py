@@ -173,6 +173,26 @@ def test_cutout_and_preview_come_from_one_cutout() -> None:
     assert bounded(rgb).shape == (480, 640, 3) and bounded(rgb[:100, :100]).shape == (100, 100, 3)
 
 
+@pytest.mark.parametrize("size", [(960, 1280), (1204, 1600), (1125, 1500), (601, 803), (60, 80)])
+def test_preview_drawn_around_the_box_is_the_whole_photos(size: tuple[int, int]) -> None:
+    """The preview drawn and shrunk only around the pieces is the very JPEG that drawing the
+    cutout on a white photo and shrinking all of it gives."""
+    from worker.cutout import _cutout_pixels, _working_box, encode_jpeg
+
+    rng = np.random.default_rng(size[0])
+    height, width = size
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    alpha = np.zeros(size, np.uint8)
+    top, left = int(rng.integers(0, height * 3 // 4)), int(rng.integers(0, width * 3 // 4))
+    alpha[top : top + height // 5, left : left + width // 4] = 255
+    alpha[top : top + 3, left : left + width // 3] = 120  # a soft part
+    shown = np.full((height, width, 3), 255, np.uint8)
+    x0, y0, x1, y1 = box = _working_box(alpha)
+    _cutout_pixels(rgb, alpha, box, shown[y0:y1, x0:x1])
+    _, preview = encode_cutout_and_preview(rgb, alpha)
+    assert preview == encode_jpeg(bounded(shown))
+
+
 def test_binary_mask_is_0_or_255_and_follows_alpha() -> None:
     alpha = np.array([[0, 127, 128, 255]], np.uint8)
     assert binary_mask(alpha).tolist() == [[0, 0, 255, 255]]
