@@ -604,6 +604,13 @@ def report(results: dict[str, Any], cache: Path, label: str) -> None:
         print(f"{name}-core runs: {rates} images/s (the figures are the median run's)")
     per_core_cpu = 1000 / one["cpu_ms_per_image"]
     ratio = two["images_per_s"] / one["images_per_s"]
+    # Each repeat's 1- and 2-core runs are back to back: their ratio is the least exposed to a
+    # shared machine's drift, which moves the medians apart when it comes between repeats.
+    paired = [b / a for a, b in zip(one["all_images_per_s"], two["all_images_per_s"], strict=True)]
+    print(
+        "2 cores x one core, each repeat's back-to-back runs: "
+        + ", ".join(f"{r:.2f}" for r in paired)
+    )
     print(
         f"per core by CPU time: {per_core_cpu:.1f} images/s per core-second "
         f"(target {TARGET_PER_CORE:g}); load average {results['load_before']} -> "
