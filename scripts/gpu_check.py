@@ -20,6 +20,11 @@
    (2026-11-27), before: 25 images/s against 527 model-only.
 4. With --compile MODE: the network through torch.compile (JEWELCUT_TORCH_COMPILE) at the picked
    batch size, its compile time and images/s beside eager's; the end-to-end runs then use it.
+5. Through a real `jewelcut worker` (scripts/worker_check.py, --worker-images, last): the photos
+   as S3 sources and catalogue rows in Postgres, enqueued on Redis in chunks, one worker process
+   on --device claiming, segmenting, uploading and recording them: images/s from the enqueue to
+   the last recorded image, and NVML's utilisation. Redis and Postgres must run (--redis-url,
+   --database-url); without --s3-endpoint moto's S3 server is started.
 Prints a table and writes the figures as JSON to --json (default $OUT/gpu_check.json when the
 OUT variable is set).
 """
@@ -38,6 +43,8 @@ from typing import Any, get_args
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from worker_check import add_service_options
 
 from jewelcut.settings import TorchCompileMode
 
@@ -72,6 +79,11 @@ def main() -> None:
         report["end_to_end"].append(run)
         segmenter.close()
     write_report(report, args.json)
+    if args.worker_images > 0:  # last: it needs services the rest does not
+        from worker_check import run_worker_check
+
+        report["worker"] = run_worker_check(args, model_dir, photos, args.worker_images)
+        write_report(report, args.json)
     if not report["agreement"]["ok"]:
         sys.exit("FAILED: the GPU path disagrees with the CPU reference beyond the tolerance")
 
@@ -110,6 +122,14 @@ def parse_args() -> argparse.Namespace:
         choices=get_args(TorchCompileMode),
         help="also time the network through torch.compile in this mode; end to end uses it",
     )
+    parser.add_argument(
+        "--worker-images",
+        type=int,
+        default=1000,
+        help="through a real `jewelcut worker` over Redis, Postgres and S3 "
+        "(scripts/worker_check.py); 0 skips it",
+    )
+    add_service_options(parser)
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args()
 

@@ -20,6 +20,7 @@ def test_gpu_check_runs_on_cpu(model_dir: Path, model_cache_dir: Path, tmp_path:
         "--device", "cpu", "--max-batch", "2", "--seconds", "0.5", "--photos", "2",
         "--distinct-photos", "2", "--photo-size", "640x480", "--e2e-images", "2",
         "--cpu-workers", "2", "--model", str(model_dir), "--cache-dir", str(model_cache_dir),
+        "--worker-images", "0",
         "--json", str(report_path),
     ]  # fmt: skip
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
