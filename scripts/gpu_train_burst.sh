@@ -83,7 +83,7 @@ save_config(run, Path('$work/preflight.yaml'))"
 check_pid=
 if [ "$gpu_check_seconds" -gt 0 ]; then
   log "while the shards are made, the GPU path check on the shipped default (<= ${gpu_check_seconds}s)"
-  timeout "$gpu_check_seconds" python3 scripts/gpu_check.py --seconds 2 --e2e-images 0 \
+  timeout "$gpu_check_seconds" python3 scripts/gpu_check.py --seconds 2 --e2e-images 0 --worker-images 0 \
     --json "${OUT:-$work}/gpu_check.json" >"${OUT:-$work}/gpu_check.log" 2>&1 &
   check_pid=$!
 fi
