@@ -38,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+JEWELCUT = shutil.which("jewelcut") or "jewelcut"  # on PATH, as operators run it
 READY_TIMEOUT_S = 600  # the worker's start: imports, the model's load (and ONNX export on CPU)
 
 
@@ -208,8 +209,9 @@ def worker_environment(
 
 
 def jewelcut(environment: dict[str, str], *arguments: str) -> None:
-    command = [shutil.which("jewelcut") or "jewelcut", *arguments]
-    finished = subprocess.run(command, env=environment, capture_output=True, text=True)
+    finished = subprocess.run(
+        [JEWELCUT, *arguments], env=environment, capture_output=True, text=True
+    )
     if finished.returncode != 0:
         sys.exit(f"jewelcut {' '.join(arguments[:2])} failed:\n{finished.stderr[-3000:]}")
 
@@ -245,11 +247,9 @@ def time_the_worker(
 ) -> dict[str, Any]:
     from gpu_check import GpuUtilisation
 
-    command = [shutil.which("jewelcut") or "jewelcut", "worker", "--device", device]
+    command = [JEWELCUT, "worker", "--device", device, "--loglevel", "INFO"]
     with log_path.open("wb") as log:
-        worker = subprocess.Popen(
-            [*command, "--loglevel", "INFO"], env=environment, stdout=log, stderr=log
-        )
+        worker = subprocess.Popen(command, env=environment, stdout=log, stderr=log)
         try:
             wait_until_ready(worker, log_path)
             utilisation = GpuUtilisation(device)

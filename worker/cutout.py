@@ -419,10 +419,8 @@ def encode_cutout_and_preview(rgb: np.ndarray, alpha: np.ndarray) -> tuple[bytes
     rgba = _cutout_pixels(rgb, alpha, box, around[in_around])
     preview = np.full((preview_height, preview_width, 3), 255, np.uint8)
     shrunk = (columns[3] - columns[2], rows[3] - rows[2])
-    preview[rows[2] : rows[3], columns[2] : columns[3]] = (
-        around
-        if shrunk == around.shape[1::-1]
-        else cv2.resize(around, shrunk, interpolation=cv2.INTER_AREA)
+    preview[rows[2] : rows[3], columns[2] : columns[3]] = cv2.resize(
+        around, shrunk, interpolation=cv2.INTER_AREA
     )
     return encode_box_png(height, width, box, rgba), encode_jpeg(preview)
 
