@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -70,7 +72,34 @@ def assert_same_as_fresh(regated: Settings, fresh: Settings, version: str) -> No
         mine, theirs = stored(regated, version, image_id), stored(fresh, version, image_id)
         if not row["has_cutout"]:  # a fresh run never writes it; a regate may leave an old one
             mine.pop("cutouts"), theirs.pop("cutouts")
-        assert mine == theirs, image_id
+        # Not `mine == theirs`: its diff of the bytes would bury which artifact differs.
+        assert not (found := differences(mine, theirs)), f"{image_id}: {found}"
+
+
+def differences(mine: dict[str, bytes | None], theirs: dict[str, bytes | None]) -> str:
+    """Which stored artifacts differ, and how ('' when none): their sizes, and the decoded
+    pixels'."""
+    found = []
+    for name in mine:
+        ours, fresh = mine[name], theirs[name]
+        if ours == fresh:
+            continue
+        if ours is None or fresh is None:
+            found.append(f"{name}: {'missing' if ours is None else 'extra'} after the re-gate")
+            continue
+        ours_pixels, fresh_pixels = (
+            cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            for data in (ours, fresh)
+        )
+        if ours_pixels.shape != fresh_pixels.shape:
+            found.append(f"{name}: {ours_pixels.shape} != {fresh_pixels.shape}")
+            continue
+        delta = cv2.absdiff(ours_pixels, fresh_pixels)
+        found.append(
+            f"{name}: {len(ours)} != {len(fresh)} bytes, {np.count_nonzero(delta)} values differ "
+            f"(at most by {int(delta.max())})"
+        )
+    return "; ".join(found)
 
 
 def regate_command(version: str, min_confidence: float) -> str:
