@@ -20,15 +20,11 @@ from the first batch to the last) and the idle ms per chunk. The last line reads
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +41,8 @@ from bench_pipeline import (
     cached_replay,
     shipped_model_dir,
 )
+
+from tests.local_servers import moto_server
 
 PHOTOS = 100  # distinct photos (bench_pipeline's cache); image IDs reuse them in turn
 
@@ -68,32 +66,6 @@ class SimulatedAccelerator:
         with self._lock:
             self.busy.append((started, time.perf_counter()))
         return out
-
-
-@contextlib.contextmanager
-def s3_server() -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError):
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("moto server did not start")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def configure(database_url: str, redis_url: str, s3_url: str, args: argparse.Namespace) -> Any:
@@ -225,7 +197,7 @@ def main() -> None:
         f"{count} images in {args.chunks} chunks of {args.chunk_size}; {accelerator.name}; "
         f"CPU stages real, in {os.cpu_count()} processes"
     )
-    with own_database() as database, own_redis_index() as redis_url, s3_server() as s3_url:
+    with own_database() as database, own_redis_index() as redis_url, moto_server() as s3_url:
         settings = configure(database, redis_url, s3_url, args)
         ids = put_catalogue(settings, photos, count)
         run(settings, ids[: args.chunk_size], 1, accelerator)  # warm-up: model, pools, caches

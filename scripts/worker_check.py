@@ -23,13 +23,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -113,33 +110,13 @@ def s3_endpoint(given: str | None) -> Iterator[str]:
     if given:
         yield given
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
+    from tests.local_servers import ServerDidNotStart, moto_server
+
     try:
-        wait_for_http(endpoint, server)
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def wait_for_http(url: str, server: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"the S3 test server (moto) exited with {server.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.2)
-    sys.exit(f"the S3 test server did not answer at {url}; pass --s3-endpoint")
+        with moto_server(timeout_s=60) as endpoint:
+            yield endpoint
+    except ServerDidNotStart as error:
+        sys.exit(f"the S3 test server: {error}; pass --s3-endpoint")
 
 
 def s3_client(endpoint: str) -> Any:

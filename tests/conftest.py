@@ -15,10 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +26,7 @@ import psycopg
 import pytest
 
 from jewelcut.settings import DEFAULT_MODELS_DIR, Settings, get_settings, reset_settings_cache
+from tests.local_servers import moto_server
 
 POSTGRES_ADMIN_DSN = os.environ.get(
     "JEWELCUT_TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -151,51 +148,13 @@ class S3Server:
     secret_access_key: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_http(url: str, process: subprocess.Popen, timeout_s: float = 30) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto server exited with {process.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"moto server did not answer at {url} within {timeout_s}s")
-
-
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     if OUTER_S3_ENDPOINT:
         yield S3Server(OUTER_S3_ENDPOINT, OUTER_S3_ACCESS_KEY, OUTER_S3_SECRET_KEY)
         return
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        _wait_for_http(endpoint, process)
+    with moto_server() as endpoint:
         yield S3Server(endpoint, "testing", "testing")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _admin_s3_client(s3_server: S3Server) -> Any:

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from jewelcut.db import Image, Segmentation, session_scope
 from jewelcut.settings import Settings
 from jewelcut.storage import get_storage
+from tests.local_servers import free_port
 
 WORKER_MAIN = Path(__file__).with_name("worker_main.py")
 LOOPBACK = "127.0.0.1"
@@ -41,12 +42,6 @@ def eventually(condition: Callable[[], bool], timeout_s: float = 30, what: str =
         if time.monotonic() > deadline:
             pytest.fail(f"not after {timeout_s}s: {what or condition}")
         time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------- TCP proxy ---

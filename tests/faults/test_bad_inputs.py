@@ -15,13 +15,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from harness import Rig, WorkerProcess, eventually, free_port
+from harness import Rig, WorkerProcess, eventually
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from jewelcut.db import Base, get_engine
 from tests.conftest import OUTER_S3_ENDPOINT
+from tests.local_servers import free_port
 from tests.worker.test_decode import png_header_only
 
 # image ID -> (status, reason, a fragment of the recorded error)

@@ -18,7 +18,8 @@ import uvicorn
 from jewelcut.reviews import plan_reviews
 from jewelcut.settings import Settings
 from review.app import create_app
-from tests.faults.harness import eventually, free_port
+from tests.faults.harness import eventually
+from tests.local_servers import free_port
 from tests.review.conftest import real_run, verdicts_in_postgres
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,8 @@ from jewelcut.cli import app
 from jewelcut.db import ReviewItem, Segmentation, session_scope
 from jewelcut.reviews import plan_reviews
 from jewelcut.settings import Settings
-from tests.faults.harness import eventually, free_port
+from tests.faults.harness import eventually
+from tests.local_servers import free_port
 from tests.review.conftest import VERSION, decided_rows
 
 
