@@ -428,6 +428,25 @@ def export(
     print_exported(directory, card, fitted_temperature=fit_temperature is not None)
 
 
+@train_app.command()
+def blend(
+    checkpoint: Annotated[Path, typer.Argument(help="The fine-tuned run's checkpoint (.pt).")],
+    base: Annotated[
+        Path, typer.Option(help="The weights it started from: model directory or checkpoint.")
+    ],
+    weight: Annotated[float, typer.Option(help="The run's share, 0 (base) to 1 (run).")],
+    out: Annotated[Path, typer.Option(help="The blended checkpoint (.pt) to write.")],
+) -> None:
+    """Blend a fine-tuned run with its starting weights (WiSE-FT) into a checkpoint to export."""
+    from training.blend import blend_checkpoint
+
+    try:
+        blend_checkpoint(checkpoint, base, weight, out)
+    except (ValueError, FileNotFoundError) as error:
+        raise typer.BadParameter(str(error)) from error
+    console.print(f"[green]blended[/] {weight:g} of {checkpoint} with {base}: {out}")
+
+
 def print_exported(directory: Path, card: ModelCard, fitted_temperature: bool = False) -> None:
     size_mb = (directory / "weights.safetensors").stat().st_size / 1e6
     temperature = card.calibration.get("logit_temperature") if fitted_temperature else None

@@ -45,6 +45,7 @@ def training_record(extra: dict[str, Any], notes: list[str]) -> dict[str, Any]:
         "best_val_iou": round(state["best_val_iou"], 4),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
+        **({"blend": state["blend"]} if "blend" in state else {}),
     }
 
 
