@@ -25,7 +25,9 @@ def blended_state(
     for key, tensor in run.items():
         other = base[key].to(tensor.device)
         if other.shape != tensor.shape:
-            raise ValueError(f"{key} is {tuple(tensor.shape)} in the run, {tuple(other.shape)}")
+            raise ValueError(
+                f"{key} is {tuple(tensor.shape)} in the run, {tuple(other.shape)} in the base"
+            )
         blended[key] = (
             torch.lerp(other.float(), tensor.float(), weight).to(tensor.dtype)
             if tensor.is_floating_point()
@@ -49,5 +51,7 @@ def blend_checkpoint(run_checkpoint: Path, base: Path, weight: float, out: Path)
         "blend": {"run": str(run_checkpoint), "base": str(base), "weight": weight},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": blended, "state": state, "config": payload["config"]}, out)
+    temporary = out.with_suffix(".tmp")
+    torch.save({"model": blended, "state": state, "config": payload["config"]}, temporary)
+    temporary.replace(out)  # a blend that fails part way leaves an earlier one whole
     return out

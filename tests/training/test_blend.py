@@ -61,5 +61,7 @@ def test_blend_command_writes_a_checkpoint_that_exports_with_its_record(
     card = ModelCard.read(tmp_path / "v" / "tiny")
     assert card.training["blend"] == {"run": str(checkpoint), "base": str(base), "weight": 0.5}
 
+    written = out.read_bytes()
     refused = runner.invoke(app, [*args, "--weight", "1.5"])
-    assert refused.exit_code != 0 and "from 0 (base) to 1 (run)" in refused.output
+    assert refused.exit_code == 2 and "blend weight" in refused.output
+    assert out.read_bytes() == written, "a refused blend leaves the earlier one as it was"
