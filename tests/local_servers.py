@@ -1,6 +1,6 @@
-"""Servers the tests start on this machine, shared with scripts/worker_check.py (which runs the
-product against the same S3 test server when no endpoint is given). No pytest here: the
-script imports it outside a test session."""
+"""Servers the tests start on this machine, shared with scripts/worker_check.py and
+benchmarks/bench_chunk_overlap.py (which run the product against the same S3 test server when
+no endpoint is given). No pytest here: they import it outside a test session."""
 
 from __future__ import annotations
 

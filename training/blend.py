@@ -6,11 +6,10 @@ dial, chosen on dev sets of both. The result is a checkpoint that export and eva
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from training.checkpoint import load_any
+from training.checkpoint import load_any, load_checkpoint_network, write_checkpoint
 
 
 def blended_state(
@@ -42,16 +41,13 @@ def blend_checkpoint(run_checkpoint: Path, base: Path, weight: float, out: Path)
     and a record of the blend, which the exported card's training record carries."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"the blend weight is {weight}: give one from 0 (base) to 1 (run)")
-    payload: dict[str, Any] = torch.load(run_checkpoint, map_location="cpu")
-    run_state = payload.get("average") or payload["model"]
+    run_network, run = load_checkpoint_network(run_checkpoint)
     base_network, _, _ = load_any(base)
-    blended = blended_state(run_state, base_network.float().state_dict(), weight)
+    blended = blended_state(run_network.state_dict(), base_network.float().state_dict(), weight)
     state = {
-        **payload["state"],
+        **run["state"],
         "blend": {"run": str(run_checkpoint), "base": str(base), "weight": weight},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_suffix(".tmp")
-    torch.save({"model": blended, "state": state, "config": payload["config"]}, temporary)
-    temporary.replace(out)  # a blend that fails part way leaves an earlier one whole
-    return out
+    payload = {"model": blended, "state": state, "config": run["config"].to_dict()}
+    return write_checkpoint(payload, out)

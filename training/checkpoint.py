@@ -36,6 +36,15 @@ def load_any(
     return network, card, extra
 
 
+def write_checkpoint(payload: dict[str, Any], path: Path) -> Path:
+    """torch.save through a temporary file: a write that fails part way leaves an earlier
+    checkpoint at `path` whole."""
+    temporary = path.with_suffix(".tmp")
+    torch.save(payload, temporary)
+    temporary.replace(path)
+    return path
+
+
 def load_checkpoint_network(path: Path, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """The network of a checkpoint (eval mode; the weights' moving average when the run kept
     one, as its validation did) and the checkpoint's config and state."""

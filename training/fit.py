@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from jewelcut.modelcard import IMAGENET_MEAN, IMAGENET_STD
-from training.checkpoint import load_any
+from training.checkpoint import load_any, write_checkpoint
 from training.config import CONFIG_FILE, FitConfig, save_config
 from training.dataset import SegmentationFolder
 from worker.model import build_unet
@@ -253,10 +253,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
         }
-        temporary = path.with_suffix(".tmp")
-        torch.save(payload, temporary)
-        temporary.replace(path)  # never leave a half-written checkpoint behind
-        return path
+        return write_checkpoint(payload, path)
 
     def resume(self, path: Path | None = None) -> None:
         payload = torch.load(path or self.checkpoint_dir / LAST, map_location=self.device)
