@@ -76,11 +76,28 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - (2 * overlap + 1) / (total + 1)).mean()
 
 
-def make_loss(config: FitConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    bce = nn.BCEWithLogitsLoss()
+def outline_band(target: torch.Tensor, width: int) -> torch.Tensor:
+    """1 where a pixel lies within `width` px of the mask's outline (inside or out), else 0."""
+    size = 2 * width + 1
+    grown = nn.functional.max_pool2d(target[:, None], size, stride=1, padding=width)
+    shrunk = -nn.functional.max_pool2d(-target[:, None], size, stride=1, padding=width)
+    return (grown - shrunk)[:, 0]
 
+
+def outline_weighted_bce(
+    logits: torch.Tensor, target: torch.Tensor, weight: float, width: int
+) -> torch.Tensor:
+    """BCE where outline pixels weigh 1 + `weight`, normalised so its scale matches plain BCE."""
+    if weight == 0:
+        return nn.functional.binary_cross_entropy_with_logits(logits, target)
+    weights = 1 + weight * outline_band(target, width)
+    per_pixel = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (weights * per_pixel).sum() / weights.sum()
+
+
+def make_loss(config: FitConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        value = bce(logits, target)
+        value = outline_weighted_bce(logits, target, config.outline_weight, config.outline_width)
         if config.loss == "bce+dice":
             value = value + soft_dice_loss(logits, target)
         return value

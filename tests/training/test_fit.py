@@ -10,7 +10,16 @@ import pytest
 import torch
 
 from training.config import FitConfig, load_config
-from training.fit import LAST, Trainer, autocast_dtype, batch_indices, learning_rate, run_fit
+from training.fit import (
+    LAST,
+    Trainer,
+    autocast_dtype,
+    batch_indices,
+    learning_rate,
+    outline_band,
+    outline_weighted_bce,
+    run_fit,
+)
 
 
 def tiny_config(data: Path, steps: int) -> FitConfig:
@@ -35,6 +44,30 @@ def test_schedule_warms_up_then_follows_a_cosine_to_the_floor() -> None:
     assert learning_rate(config, 100) == pytest.approx(1e-5)
     timed = config.model_copy(update={"time_budget_s": 50.0})
     assert learning_rate(timed, 20, seconds=50.0) == pytest.approx(1e-5), "the time budget ends it"
+
+
+def test_the_outline_band_covers_the_pixels_near_the_outline_on_both_sides() -> None:
+    target = torch.zeros(1, 12, 12)
+    target[0, 4:8, 4:8] = 1
+    band = outline_band(target, width=1)[0]
+    assert band[3, 5] == 1 and band[4, 5] == 1  # just outside and just inside the square
+    assert band[0, 0] == 0 and band[11, 11] == 0  # far outside
+    wide = torch.zeros(1, 12, 12)
+    wide[0, 1:11, 1:11] = 1
+    assert outline_band(wide, width=1)[0, 5, 5] == 0  # deep inside
+
+
+def test_outline_weight_makes_an_error_at_the_outline_cost_more_than_one_inside() -> None:
+    target = torch.zeros(1, 16, 16)
+    target[0, 2:14, 2:14] = 1
+    confident = torch.where(target > 0, 6.0, -6.0)
+    at_outline, deep_inside = confident.clone(), confident.clone()
+    at_outline[0, 2, 8] = -6.0  # the mask's edge row, missed
+    deep_inside[0, 8, 8] = -6.0
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(confident, target)
+    assert outline_weighted_bce(confident, target, 0.0, 2) == pytest.approx(float(plain))
+    weighted = [outline_weighted_bce(x, target, 4.0, 2) for x in (at_outline, deep_inside)]
+    assert weighted[0] > 2 * weighted[1]
 
 
 def test_sample_order_is_a_seeded_permutation_per_epoch() -> None:
