@@ -40,6 +40,17 @@ REVIEWED = 10
 
 
 @pytest.fixture
+def chromium() -> str:
+    """The browser's path; asked for before `served`, so a missing browser costs no real run."""
+    if not Path(CHROMIUM).is_file():
+        missing = f"chromium not found at {CHROMIUM} (apt-get install -y chromium)"
+        if os.environ.get("JEWELCUT_REQUIRE_BROWSER"):  # CI installs it: missing is a failure
+            pytest.fail(missing)
+        pytest.skip(missing)
+    return CHROMIUM
+
+
+@pytest.fixture
 def served(postgres_settings: Settings) -> Iterator[tuple[str, str]]:
     """(base URL, model version): the page on 127.0.0.1 over a real run's results."""
     version = real_run(postgres_settings, PHOTOS)
@@ -61,20 +72,15 @@ def served(postgres_settings: Settings) -> Iterator[tuple[str, str]]:
 
 
 def test_a_reviewer_reviews_ten_images_with_the_keyboard(
-    served: tuple[str, str], postgres_settings: Settings, tmp_path: Path
+    chromium: str, served: tuple[str, str], postgres_settings: Settings, tmp_path: Path
 ) -> None:
-    if not Path(CHROMIUM).is_file():
-        missing = f"chromium not found at {CHROMIUM} (apt-get install -y chromium)"
-        if os.environ.get("JEWELCUT_REQUIRE_BROWSER"):  # CI installs it: missing is a failure
-            pytest.fail(missing)
-        pytest.skip(missing)
     from playwright.sync_api import sync_playwright
 
     base, version = served
     marked: dict[str, str] = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
         )
         try:
             page = browser.new_page(viewport={"width": 1800, "height": 900})
