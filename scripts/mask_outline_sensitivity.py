@@ -13,12 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from training.evaluate import iou
+
 ONE_PIXEL = np.ones((3, 3), np.uint8)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
 def sensitivities(mask: np.ndarray) -> tuple[float, float, float]:
