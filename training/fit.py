@@ -28,6 +28,7 @@ from training.checkpoint import load_any, write_checkpoint
 from training.config import CONFIG_FILE, FitConfig, save_config
 from training.dataset import SegmentationFolder
 from worker.model import build_unet
+from worker.preprocess import STRIDE
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -112,6 +113,21 @@ def autocast_dtype(config: FitConfig, device: torch.device) -> torch.dtype | Non
     if config.amp == "auto" and device.type == "cuda":
         return torch.float16
     return None
+
+
+def logits_at_input_size(network: nn.Module, images: torch.Tensor, input_size: int) -> torch.Tensor:
+    """[N,H,W] logits for images [N,3,H,W] resized so the longer side is `input_size` (sizes
+    kept to the network's stride) and the logits resized back to H x W."""
+    height, width = images.shape[-2:]
+    scale = input_size / max(height, width)
+    if scale == 1:
+        return network(images.contiguous(memory_format=torch.channels_last))[:, 0]
+    size = [max(STRIDE, round(side * scale / STRIDE) * STRIDE) for side in (height, width)]
+    resized = nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    logits = network(resized.contiguous(memory_format=torch.channels_last))
+    return nn.functional.interpolate(
+        logits.float(), size=(height, width), mode="bilinear", align_corners=False
+    )[:, 0]
 
 
 def set_bn_momentum(network: nn.Module, momentum: float | None) -> None:
@@ -331,7 +347,8 @@ class Trainer:
 
     @torch.inference_mode()
     def validate(self) -> float:
-        """Mean IoU of the thresholded probability (0.5) over the validation folder."""
+        """Mean IoU of the thresholded probability (0.5) over the validation folder, each image
+        seen at the card's `input_size` (as the worker shows it) and scored at its own size."""
         if self.val_set is None:
             return float("nan")
         network = self.evaluated_network.eval()
@@ -339,7 +356,7 @@ class Trainer:
         for start in range(0, len(self.val_set), self.config.batch_size):
             indices = list(range(start, min(start + self.config.batch_size, len(self.val_set))))
             images, targets = load_batch(self.val_set, indices, 0)
-            logits = network(images.to(self.device, memory_format=torch.channels_last))[:, 0]
+            logits = logits_at_input_size(network, images.to(self.device), self.config.input_size)
             predicted = logits.float().cpu() > 0
             truth = targets > 0.5
             union = (predicted | truth).sum(dim=(1, 2)).clamp(min=1)

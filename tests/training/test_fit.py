@@ -16,6 +16,7 @@ from training.fit import (
     autocast_dtype,
     batch_indices,
     learning_rate,
+    logits_at_input_size,
     outline_band,
     outline_weighted_bce,
     run_fit,
@@ -68,6 +69,32 @@ def test_outline_weight_makes_an_error_at_the_outline_cost_more_than_one_inside(
     assert outline_weighted_bce(confident, target, 0.0, 2) == pytest.approx(float(plain))
     weighted = [outline_weighted_bce(x, target, 4.0, 2) for x in (at_outline, deep_inside)]
     assert weighted[0] > 2 * weighted[1]
+
+
+class ShapeRecorder(torch.nn.Module):
+    """A stand-in network: its logits are the first input channel; it notes each input's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, int]] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.seen.append(tuple(images.shape[-2:]))
+        return images[:, :1]
+
+
+def test_validation_sees_images_at_the_input_size_and_scores_them_at_their_own() -> None:
+    images = torch.full((2, 3, 72, 96), -1.0)
+    images[:, :, 24:48, 32:64] = 1.0  # a block the logits must find again at 96 x 72
+    network = ShapeRecorder()
+
+    logits = logits_at_input_size(network, images, input_size=128)
+
+    assert network.seen == [(96, 128)]  # longer side 128, both sides multiples of the stride
+    assert logits.shape == (2, 72, 96)
+    assert torch.equal(logits > 0, images[:, 0] > 0)
+    logits_at_input_size(network, images, input_size=96)
+    assert network.seen[-1] == (72, 96)  # already at the input size: shown as it is
 
 
 def test_sample_order_is_a_seeded_permutation_per_epoch() -> None:
