@@ -26,6 +26,9 @@ THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 DISTANCE_BINS = ((0, 1), (1, 3), (3, 10_000))  # (after, up to] px from the true outline
 
 
+FIRST_BIN, LAST_BIN = "lost (0,1] px", "lost (3,99] px"
+
+
 def outline_distance(truth: np.ndarray) -> np.ndarray:
     """Each pixel's distance to the nearest pixel of the other class (1 next to the outline)."""
     values = truth.astype(np.uint8)
@@ -58,7 +61,7 @@ def main() -> None:
     network, card, _ = load_any(args.model, args.input_size, args.flips)
     predict = probabilities_of(for_inference(network, card))
     preprocessor = Preprocessor(card.input_size, card.mean)
-    rows = []
+    rows, backgrounds = [], []
     for sample in read_manifest(args.data)["samples"][: args.limit]:
         rgb, mask = read_sample(args.data, sample["name"])
         prepared = preprocessor(rgb)
@@ -66,11 +69,17 @@ def main() -> None:
         probability = cv2.resize(probability, mask.shape[::-1], interpolation=cv2.INTER_LINEAR)
         if mask.any():
             rows.append(anatomy(probability, truth_at(mask, *mask.shape)))
+            backgrounds.append(sample.get("background", "?"))
     print(f"{args.model} on {args.data} at {card.input_size}, {card.test_time_flips.value} flips:")
     print(f"  {len(rows)} images with a piece; means:")
     for key in rows[0]:
         print(f"  {key:>18}: {np.mean([r[key] for r in rows]):.3f}")
     print("  (lost: error pixels in that distance band / union; 1 - IoU@0.5 is their sum)")
+    print("  by background: images, IoU@0.5, lost at 1 px, lost beyond 3 px")
+    for background in sorted(set(backgrounds)):
+        chosen = [r for r, b in zip(rows, backgrounds, strict=True) if b == background]
+        means = [np.mean([r[k] for r in chosen]) for k in ("iou@0.5", FIRST_BIN, LAST_BIN)]
+        print(f"  {background:>18}: {len(chosen):3d}  " + "  ".join(f"{m:.3f}" for m in means))
 
 
 if __name__ == "__main__":
