@@ -10,6 +10,8 @@ whether a better outline or a better idea of what is jewellery would pay.
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from pathlib import Path
 
 import cv2
@@ -18,15 +20,19 @@ import numpy as np
 from jewelcut.modelcard import Flips
 from training.checkpoint import load_any
 from training.dataset import read_manifest, read_sample
-from training.evaluate import iou, probabilities_of, truth_at
+from training.evaluate import iou, probabilities_of
 from worker.model import for_inference
 from worker.preprocess import Preprocessor, crop_to_image
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
-DISTANCE_BINS = ((0, 1), (1, 3), (3, 10_000))  # (after, up to] px from the true outline
+DISTANCE_BINS = ((0, 1), (1, 3), (3, math.inf))  # (after, up to] px from the true outline
 
 
-FIRST_BIN, LAST_BIN = "lost (0,1] px", "lost (3,99] px"
+def bin_name(low: float, high: float) -> str:
+    return f"lost ({low:g},{high:g}] px"
+
+
+FIRST_BIN, LAST_BIN = bin_name(*DISTANCE_BINS[0]), bin_name(*DISTANCE_BINS[-1])
 
 
 def outline_distance(truth: np.ndarray) -> np.ndarray:
@@ -45,7 +51,7 @@ def anatomy(probability: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     row = {f"iou@{t}": iou(probability >= t, truth) for t in THRESHOLDS}
     for low, high in DISTANCE_BINS:
         in_bin = wrong & (distance > low) & (distance <= high)
-        row[f"lost ({low},{min(high, 99)}] px"] = float(in_bin.sum()) / union
+        row[bin_name(low, high)] = float(in_bin.sum()) / union
     row["missed share"] = float((wrong & truth).sum()) / max(int(wrong.sum()), 1)
     return row
 
@@ -68,8 +74,10 @@ def main() -> None:
         probability = crop_to_image(predict(prepared.tensor[None])[0], prepared)
         probability = cv2.resize(probability, mask.shape[::-1], interpolation=cv2.INTER_LINEAR)
         if mask.any():
-            rows.append(anatomy(probability, truth_at(mask, *mask.shape)))
+            rows.append(anatomy(probability, mask))
             backgrounds.append(sample.get("background", "?"))
+    if not rows:
+        sys.exit(f"{args.data}: no image with a piece in it (its masks are all empty)")
     print(f"{args.model} on {args.data} at {card.input_size}, {card.test_time_flips.value} flips:")
     print(f"  {len(rows)} images with a piece; means:")
     for key in rows[0]:
