@@ -5,8 +5,9 @@
 # 1. refuse to start without CUDA (a CPU would train 100x less in the same minutes);
 # 2. start the config's training shards (480x360 composites on the staged photos: of the
 #    staged real cutouts, 70%, and procedural pieces, with the listing styles; keep_synth_*
-#    shards procedural only, drawn as the synthetic held-out set is), a process
-#    each (the config's folders outside runs/gpu are staged ones, used as they are), and meanwhile run the whole chain for three steps on a tiny set, so that a broken
+#    shards procedural only, drawn as the synthetic held-out set is; empty_* shards with no
+#    piece), a process each (the config's folders outside runs/gpu are staged ones, used as
+#    they are), and meanwhile run the whole chain for three steps on a tiny set, so that a broken
 #    step shows in seconds rather than after the synthesis; then, the GPU being idle till the
 #    shards are done, scripts/gpu_check.py on the shipped default (at most GPU_CHECK_S, default
 #    100, and never past the synthesis; 0 skips it; its end-to-end run is left out, the CPUs
@@ -43,9 +44,13 @@ sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: not training on th
 
 synth() {  # FOLDER COUNT SEED
   # keep_synth_* shards are drawn as the synthetic held-out set is (procedural pieces, no
-  # listing styles), so that the old kinds keep their weight; the others are 70% real cutouts.
+  # listing styles), so that the old kinds keep their weight; empty_* shards hold no piece
+  # (what the network must leave empty); the others are 70% real cutouts.
   local style=(--objects .gpu/objects --cutout-share 0.7)
-  case $(basename "$1") in keep_synth_*) style=(--no-listing-styles) ;; esac
+  case $(basename "$1") in
+    keep_synth_*) style=(--no-listing-styles) ;;
+    empty_*) style=(--no-object --photo-share 0.5) ;;
+  esac
   OMP_NUM_THREADS=1 jewelcut train synth "$1" --count "$2" --width 480 --height 360 --seed "$3" \
     --backgrounds .gpu/backgrounds/hands --backgrounds .gpu/backgrounds/surfaces \
     "${style[@]}" --split train >"$work/logs/synth-$(basename "$1").log" 2>&1
